@@ -1,0 +1,1 @@
+"""Adapters: implementations of chatcore's ports, one package per technology."""

@@ -1,0 +1,1 @@
+"""In-memory adapters: for tests, for embedding, and as the reference behaviour of each port."""

@@ -1,0 +1,71 @@
+"""The in-memory store: committed tables, and per-unit-of-work staged changes.
+
+Units of work run one at a time (a lock per store), so every commit sees the state its reads
+saw; staged changes are copies, so a use case that fails half-way leaves the store untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from chatcore.domain.chats import Chat
+from chatcore.domain.events import EventRecord
+from chatcore.domain.groups import Group
+from chatcore.domain.messages import Message, ReadMarker
+from chatcore.domain.users import PasswordCredential, User
+
+
+@dataclass
+class MemoryStore:
+    users: dict[str, User] = field(default_factory=dict)
+    credentials: dict[str, PasswordCredential] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
+    chats: dict[str, Chat] = field(default_factory=dict)
+    messages: dict[tuple[str, int], Message] = field(default_factory=dict)
+    read_markers: dict[tuple[str, str], ReadMarker] = field(default_factory=dict)
+    # The event log: every record in commit order, and the last seq of each stream.
+    log: list[EventRecord] = field(default_factory=list)
+    stream_seqs: dict[str, int] = field(default_factory=dict)
+    dispatched: set[str] = field(default_factory=set)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+_DELETED = object()
+
+
+class Staged[K, V]:
+    """One table as one unit of work sees it: committed rows overlaid with its own changes."""
+
+    def __init__(self, rows: dict[K, V]) -> None:
+        self._rows = rows
+        self._changes: dict[K, object] = {}
+
+    def get(self, key: K) -> V | None:
+        if key in self._changes:
+            value = self._changes[key]
+            return None if value is _DELETED else copy.deepcopy(value)  # type: ignore[return-value]
+        row = self._rows.get(key)
+        return copy.deepcopy(row) if row is not None else None
+
+    def put(self, key: K, value: V) -> None:
+        self._changes[key] = copy.deepcopy(value)
+
+    def delete(self, key: K) -> None:
+        self._changes[key] = _DELETED
+
+    def values(self) -> Iterator[V]:
+        for key in self._rows.keys() | self._changes.keys():
+            value = self.get(key)
+            if value is not None:
+                yield value
+
+    def apply(self) -> None:
+        for key, value in self._changes.items():
+            if value is _DELETED:
+                self._rows.pop(key, None)
+            else:
+                self._rows[key] = value  # type: ignore[assignment]
+        self._changes.clear()

@@ -1,0 +1,1 @@
+"""chatcore: a chat backend core (domain, use cases, ports) independent of any framework."""

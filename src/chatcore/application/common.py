@@ -1,0 +1,90 @@
+"""What every use case shares: its dependencies and the transaction runner."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from chatcore.domain.chats import Chat
+from chatcore.domain.errors import Conflict, InvalidInput, NotFound
+from chatcore.domain.events import EventRecord
+from chatcore.domain.groups import Group
+from chatcore.domain.limits import Limits
+from chatcore.ports.errors import ConcurrentUpdate, DuplicateKey
+from chatcore.ports.system import Clock, IdGenerator
+from chatcore.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+# Commits that lose a race are re-run on fresh state: a rerun of a send whose client_msg_id
+# was just taken finds the stored message and answers with it.
+MAX_ATTEMPTS = 5
+
+
+async def _ignore(records: Sequence[EventRecord]) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """The ports every use case may need, built once by the composition root."""
+
+    uow: UnitOfWorkFactory
+    clock: Clock
+    ids: IdGenerator
+    limits: Limits
+    # Called after each commit with the new records (wakes the outbox relay).
+    committed: Callable[[Sequence[EventRecord]], Awaitable[None]] = _ignore
+
+
+class UseCase:
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+
+    async def transaction[T](self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """Run `work` in a unit of work and commit; re-run it when the commit loses a race."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                async with self.deps.uow() as uow:
+                    result = await work(uow)
+                    records = await uow.commit()
+            except (ConcurrentUpdate, DuplicateKey):
+                if attempt == MAX_ATTEMPTS:
+                    raise Conflict("the change lost a race with others; try again") from None
+                continue
+            await self.deps.committed(records)
+            return result
+        raise AssertionError("unreachable")
+
+    async def read[T](self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
+        """Run a read-only `work` in a unit of work that commits nothing."""
+        async with self.deps.uow() as uow:
+            return await work(uow)
+
+    def page_size(self, limit: int | None) -> int:
+        limits = self.deps.limits
+        if limit is None:
+            return limits.default_page_size
+        if not 1 <= limit <= limits.max_page_size:
+            raise InvalidInput("limit", f"limit must be between 1 and {limits.max_page_size}")
+        return limit
+
+
+async def load_chat(uow: UnitOfWork, chat_id: str) -> tuple[Chat, Group | None]:
+    """A chat and the group whose roles govern it. Access is the domain's to decide."""
+    chat = await uow.chats.get(chat_id)
+    if chat is None:
+        raise NotFound("chat")
+    group = await uow.groups.get(chat.group_id) if chat.group_id is not None else None
+    return chat, group
+
+
+async def load_group(uow: UnitOfWork, group_id: str) -> Group:
+    group = await uow.groups.get(group_id)
+    if group is None:
+        raise NotFound("group")
+    return group
+
+
+async def require_user(uow: UnitOfWork, user_id: str, field: str = "user_id") -> None:
+    """The target of an action must exist; the error names the request field that held it."""
+    if await uow.users.get(user_id) is None:
+        raise InvalidInput(field, "no such user")

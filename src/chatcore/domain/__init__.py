@@ -1,0 +1,1 @@
+"""The chat domain: aggregates, permissions, events and errors, free of I/O and frameworks."""
