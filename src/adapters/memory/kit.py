@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from adapters.memory.bus import MemoryEventBus
 from adapters.memory.store import MemoryStore
-from adapters.memory.system import FakeClock, SequentialIds
 from adapters.memory.unit_of_work import MemoryEventLog, MemoryUnitOfWork
 from chatcore.application.common import Deps
 from chatcore.application.relay import OutboxRelay
@@ -15,6 +14,7 @@ from chatcore.application.service import ChatService
 from chatcore.domain.events import EventRecord
 from chatcore.domain.limits import Limits
 from chatcore.ports.system import Clock, IdGenerator
+from chatcore.testing.doubles import FakeClock, SequentialIds
 
 
 @dataclass

@@ -1,0 +1,34 @@
+"""Which adapters each contract suite runs against. An adapter joins by adding one entry here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import pytest
+
+from adapters.memory.store import MemoryStore
+from adapters.memory.unit_of_work import MemoryEventLog, MemoryUnitOfWork
+from chatcore.testing.contracts import StorageUnderTest
+from chatcore.testing.doubles import FakeClock, SequentialIds
+
+StorageFactory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[StorageUnderTest]]
+
+
+@asynccontextmanager
+async def memory_storage(request: pytest.FixtureRequest) -> AsyncIterator[StorageUnderTest]:
+    store, clock, ids = MemoryStore(), FakeClock(), SequentialIds()
+    yield StorageUnderTest(
+        uow=lambda: MemoryUnitOfWork(store, clock, ids), log=MemoryEventLog(store), clock=clock, ids=ids
+    )
+
+
+STORAGE_ADAPTERS: dict[str, StorageFactory] = {
+    "memory": memory_storage,
+}
+
+
+@pytest.fixture(params=sorted(STORAGE_ADAPTERS))
+async def storage(request: pytest.FixtureRequest) -> AsyncIterator[StorageUnderTest]:
+    async with STORAGE_ADAPTERS[request.param](request) as under_test:
+        yield under_test
