@@ -209,7 +209,7 @@ async def test_email_is_unique_after_normalisation(core: MemoryCore) -> None:
 
 
 async def test_profile_update_validates_and_hides_email_from_others(core: MemoryCore) -> None:
-    ann, bob = await _users(core, "ann", "bob")
+    (ann,) = await _users(core, "ann")
     with pytest.raises(InvalidInput) as caught:
         await core.service.update_my_profile(
             UpdateProfileCommand(actor=ann, display_name="Ann\r\nBcc: x@evil")
