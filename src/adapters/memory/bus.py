@@ -51,8 +51,9 @@ class MemoryEventBus:
 
     async def publish(self, records: Sequence[EventRecord]) -> None:
         for record in records:
+            keys = {record.stream_id, *record.event.wakes}
             for sub in list(self.subscriptions):
-                if record.stream_id in sub.streams:
+                if not keys.isdisjoint(sub.streams):
                     sub.offer(record)
 
     def subscribe(self, stream_ids: Iterable[str]) -> MemorySubscription:

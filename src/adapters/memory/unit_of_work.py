@@ -218,6 +218,10 @@ class MemoryEventLog:
         hits = [r for r in self._store.log if r.stream_id == stream_id and r.seq > after_seq]
         return hits[:limit]
 
+    async def read_back(self, stream_id: str, *, before_seq: int, limit: int) -> list[EventRecord]:
+        hits = [r for r in reversed(self._store.log) if r.stream_id == stream_id and r.seq < before_seq]
+        return hits[:limit]
+
     async def last_seq(self, stream_id: str) -> int:
         return self._store.stream_seqs.get(stream_id, 0)
 

@@ -16,6 +16,11 @@ class DomainEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     def stream_id(self) -> str:
         raise NotImplementedError
 
+    @property
+    def wakes(self) -> tuple[str, ...]:
+        """User streams to wake besides the event's own: users who gain or lose sight of a stream."""
+        return ()
+
 
 class ChatEvent(DomainEvent, frozen=True, kw_only=True):
     chat_id: str
@@ -51,6 +56,10 @@ class ChatCreated(ChatEvent, frozen=True, kw_only=True, tag="chat.created"):
     group_id: str | None
     member_ids: tuple[str, ...]
 
+    @property
+    def wakes(self) -> tuple[str, ...]:
+        return self.member_ids
+
 
 class ChatUpdated(ChatEvent, frozen=True, kw_only=True, tag="chat.updated"):
     title: str | None
@@ -62,12 +71,20 @@ class ChatMemberAdded(ChatEvent, frozen=True, kw_only=True, tag="chat.member_add
     user_id: str
     by: str
 
+    @property
+    def wakes(self) -> tuple[str, ...]:
+        return (self.user_id,)
+
 
 class ChatMemberRemoved(ChatEvent, frozen=True, kw_only=True, tag="chat.member_removed"):
     """Also emitted when a member leaves (then `by == user_id`)."""
 
     user_id: str
     by: str
+
+    @property
+    def wakes(self) -> tuple[str, ...]:
+        return (self.user_id,)
 
 
 class ChatOwnershipTransferred(ChatEvent, frozen=True, kw_only=True, tag="chat.owner_changed"):
@@ -110,6 +127,10 @@ class GroupCreated(GroupEvent, frozen=True, kw_only=True, tag="group.created"):
     name: str
     owner_id: str
 
+    @property
+    def wakes(self) -> tuple[str, ...]:
+        return (self.owner_id,)
+
 
 class GroupUpdated(GroupEvent, frozen=True, kw_only=True, tag="group.updated"):
     name: str
@@ -125,10 +146,18 @@ class GroupMemberAdded(GroupEvent, frozen=True, kw_only=True, tag="group.member_
     user_id: str
     by: str
 
+    @property
+    def wakes(self) -> tuple[str, ...]:
+        return (self.user_id,)
+
 
 class GroupMemberRemoved(GroupEvent, frozen=True, kw_only=True, tag="group.member_removed"):
     user_id: str
     by: str
+
+    @property
+    def wakes(self) -> tuple[str, ...]:
+        return (self.user_id,)
 
 
 class RoleDefined(GroupEvent, frozen=True, kw_only=True, tag="group.role_defined"):
@@ -171,6 +200,26 @@ class UserRegistered(UserEvent, frozen=True, kw_only=True, tag="user.registered"
 class ProfileUpdated(UserEvent, frozen=True, kw_only=True, tag="user.profile_updated"):
     display_name: str
     bio: str
+
+
+def visibility_change(event: DomainEvent, user_id: str) -> bool | None:
+    """True when the event lets `user_id` see its stream, False when it shuts them out, else None.
+
+    A user reads a chat's or group's events from the one that let them in up to the one that
+    shut them out, both included: that is how they learn of the change.
+    """
+    match event:
+        case ChatCreated(member_ids=members):
+            return True if user_id in members else None
+        case ChatMemberAdded(user_id=u) | GroupMemberAdded(user_id=u):
+            return True if u == user_id else None
+        case ChatMemberRemoved(user_id=u) | GroupMemberRemoved(user_id=u):
+            return False if u == user_id else None
+        case GroupCreated(owner_id=owner):
+            return True if owner == user_id else None
+        case GroupDeleted():
+            return False
+    return None
 
 
 AnyEvent = (

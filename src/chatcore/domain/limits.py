@@ -22,3 +22,6 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     default_page_size: int = 50
     max_page_size: int = 100
     max_edit_history: int = 50
+    max_updates_per_page: int = 500
+    max_cursor_chars: int = 32_768
+    max_long_poll_s: int = 45

@@ -18,5 +18,6 @@ class Subscription(Protocol):
 class EventBus(Protocol):
     async def publish(self, records: Sequence[EventRecord]) -> None: ...
     def subscribe(self, stream_ids: Iterable[str]) -> Subscription:
-        """Receive records published after this call for the watched streams."""
+        """Receive records published after this call whose stream, or one of whose `event.wakes`,
+        is watched."""
         ...

@@ -53,6 +53,10 @@ class EventLog(Protocol):
     """The durable log of committed events, read outside any unit of work."""
 
     async def read(self, stream_id: str, *, after_seq: int, limit: int) -> list[EventRecord]: ...
+    async def read_back(self, stream_id: str, *, before_seq: int, limit: int) -> list[EventRecord]:
+        """Records of the stream below `before_seq`, newest first."""
+        ...
+
     async def last_seq(self, stream_id: str) -> int: ...
     async def undispatched(self, limit: int) -> list[EventRecord]:
         """Committed events the relay has not yet published, oldest first."""

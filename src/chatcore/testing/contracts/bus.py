@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from chatcore.domain.events import EventRecord, ProfileUpdated
+from chatcore.domain.events import ChatMemberAdded, EventRecord, ProfileUpdated
 from chatcore.ports.events import EventBus, Subscription
 
 # Generous liveness bound for a networked bus; a correct in-process bus answers at once.
@@ -54,6 +54,19 @@ class EventBusContract:
         sub.watch(["s3"])
         await bus.publish([record("s2", 2), record("s3", 1)])
         assert [r.id for r in await take(sub, 1)] == ["s3-1"]
+        await sub.close()
+
+    async def test_a_record_reaches_the_users_it_wakes(self, bus: EventBus) -> None:
+        added = EventRecord(
+            id="c9-1",
+            stream_id="c9",
+            seq=1,
+            occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+            event=ChatMemberAdded(chat_id="c9", user_id="u7", by="u1"),
+        )
+        sub = bus.subscribe(["u7"])
+        await bus.publish([record("c8", 1), added])
+        assert [r.id for r in await take(sub, 1)] == ["c9-1"]
         await sub.close()
 
     async def test_every_subscriber_gets_each_record(self, bus: EventBus) -> None:

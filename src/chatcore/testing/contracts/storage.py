@@ -291,6 +291,9 @@ class StorageContract:
         assert await storage.log.read(chat.id, after_seq=0, limit=10) == records[:2]
         assert await storage.log.read(chat.id, after_seq=1, limit=10) == records[1:2]
         assert await storage.log.read(chat.id, after_seq=0, limit=1) == records[:1]
+        assert await storage.log.read_back(chat.id, before_seq=3, limit=10) == records[1::-1]
+        assert await storage.log.read_back(chat.id, before_seq=2, limit=10) == records[:1]
+        assert await storage.log.read_back(chat.id, before_seq=3, limit=1) == records[1:2]
         assert await storage.log.last_seq(chat.id) == 2
         assert await storage.log.last_seq("nothing") == 0
 
