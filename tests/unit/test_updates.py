@@ -172,3 +172,18 @@ async def test_long_poll_timeout_is_bounded_by_the_setting(up: Updates) -> None:
     with pytest.raises(InvalidInput) as caught:
         await up.wait(ann, None, timeout_s=up.core.service.deps.limits.max_long_poll_s + 1)
     assert caught.value.field == "timeout"
+
+
+async def test_a_page_cut_short_after_a_removal_never_resumes_inside_that_chat(up: Updates) -> None:
+    ann, bob = await up.user("ann"), await up.user("bob")
+    chat = await up.chat(ann, bob)
+    cursor = (await up.get(bob, None)).cursor
+    await up.core.service.remove_chat_member(ChatMemberCommand(actor=ann, chat_id=chat, user_id=bob))
+    for body in ("secret 1", "secret 2", "secret 3"):
+        await up.send(ann, chat, body)
+    delivered = []
+    for _ in range(5):
+        page = await up.get(bob, cursor, limit=1)
+        delivered += page.events
+        cursor = page.cursor
+    assert [type(r.event) for r in delivered] == [ChatMemberRemoved]

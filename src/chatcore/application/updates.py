@@ -63,6 +63,15 @@ class CursorCodec:
         return positions
 
 
+class Batch(msgspec.Struct, frozen=True, kw_only=True):
+    """Events read for one actor, and the positions after them (the decoded cursor)."""
+
+    events: list[EventRecord]
+    positions: dict[str, int]
+    resync_required: list[str]
+    has_more: bool
+
+
 class UpdatesPage(msgspec.Struct, frozen=True, kw_only=True):
     events: list[EventRecord]
     cursor: str
@@ -96,13 +105,31 @@ class GetUpdates(UseCase):
 
     async def __call__(self, actor: str, cursor: str | None, limit: int | None = None) -> UpdatesPage:
         budget = self._limit(limit)
-        current = await self.streams_of(actor)
         if cursor is None:
-            positions = {s: await self._log.last_seq(s) for s in sorted(current)}
-            return UpdatesPage(
-                events=[], cursor=self._codec.encode(actor, positions), resync_required=[], has_more=False
-            )
-        positions = self._codec.decode(actor, cursor)
+            batch = await self.start(actor)
+        else:
+            batch = await self.read_after(actor, self._codec.decode(actor, cursor), budget)
+        return UpdatesPage(
+            events=batch.events,
+            cursor=self._codec.encode(actor, batch.positions),
+            resync_required=batch.resync_required,
+            has_more=batch.has_more,
+        )
+
+    def encode(self, actor: str, positions: dict[str, int]) -> str:
+        return self._codec.encode(actor, positions)
+
+    def decode(self, actor: str, cursor: str) -> dict[str, int]:
+        return self._codec.decode(actor, cursor)
+
+    async def start(self, actor: str) -> Batch:
+        """Positions at the present in every stream the actor sees, and no events."""
+        positions = {s: await self._log.last_seq(s) for s in sorted(await self.streams_of(actor))}
+        return Batch(events=[], positions=positions, resync_required=[], has_more=False)
+
+    async def read_after(self, actor: str, positions: dict[str, int], budget: int) -> Batch:
+        """At most `budget` events after `positions`, and the positions after them."""
+        current = await self.streams_of(actor)
         events: list[EventRecord] = []
         resync: list[str] = []
         next_positions: dict[str, int] = {}
@@ -120,12 +147,7 @@ class GetUpdates(UseCase):
                 resync.append(stream)
             if outcome.keep:
                 next_positions[stream] = outcome.position
-        return UpdatesPage(
-            events=events,
-            cursor=self._codec.encode(actor, next_positions),
-            resync_required=resync,
-            has_more=has_more,
-        )
+        return Batch(events=events, positions=next_positions, resync_required=resync, has_more=has_more)
 
     async def _read_stream(self, actor: str, stream: str, after: int | None, budget: int) -> _StreamRead:
         # A stream in the cursor was visible where the cursor stopped; the actor's own always is.
@@ -147,7 +169,9 @@ class GetUpdates(UseCase):
             if change is False:
                 visible = False
             after = record.seq
-        return _StreamRead(delivered, after, more=more, gap=False, keep=visible or more)
+        # A stream the actor was shut out of leaves the cursor even when the page stopped early:
+        # resuming from a position inside it would read it as visible again.
+        return _StreamRead(delivered, after, more=more, gap=False, keep=visible)
 
     async def _join_point(self, actor: str, stream: str) -> int | None:
         """Just before the latest event that let the actor into a stream new to their cursor."""
