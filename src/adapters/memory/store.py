@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from chatcore.domain.chats import Chat
@@ -56,11 +56,22 @@ class Staged[K, V]:
     def delete(self, key: K) -> None:
         self._changes[key] = _DELETED
 
-    def values(self) -> Iterator[V]:
-        for key in self._rows.keys() | self._changes.keys():
-            value = self.get(key)
-            if value is not None:
-                yield value
+    def _peek(self, key: K) -> V | None:
+        """The row as stored, not a copy: for looking only, never for handing out."""
+        if key in self._changes:
+            value = self._changes[key]
+            return None if value is _DELETED else value  # type: ignore[return-value]
+        return self._rows.get(key)
+
+    def count(self, keys: Iterable[K], predicate: Callable[[V], bool]) -> int:
+        return sum(1 for key in keys if (row := self._peek(key)) is not None and predicate(row))
+
+    def find(self, predicate: Callable[[V], bool], keys: Iterable[K] | None = None) -> Iterator[V]:
+        """Copies of the rows matching `predicate`, among `keys` (default: every row)."""
+        for key in self._rows.keys() | self._changes.keys() if keys is None else keys:
+            row = self._peek(key)
+            if row is not None and predicate(row):
+                yield copy.deepcopy(row)
 
     def apply(self) -> None:
         for key, value in self._changes.items():

@@ -24,7 +24,7 @@ class MemoryUserRepository:
         return self._table.get(user_id)
 
     async def get_by_email(self, email: str) -> User | None:
-        return next((u for u in self._table.values() if u.email == email), None)
+        return next(self._table.find(lambda u: u.email == email), None)
 
     async def get_many(self, user_ids: Sequence[str]) -> list[User]:
         return [u for u in (self._table.get(i) for i in user_ids) if u is not None]
@@ -66,7 +66,7 @@ class MemoryGroupRepository:
         self._table.delete(group_id)
 
     async def list_for_user(self, user_id: str) -> list[Group]:
-        return sorted((g for g in self._table.values() if g.is_member(user_id)), key=lambda g: g.id)
+        return sorted(self._table.find(lambda g: g.is_member(user_id)), key=lambda g: g.id)
 
 
 class MemoryChatRepository:
@@ -77,7 +77,7 @@ class MemoryChatRepository:
         return self._table.get(chat_id)
 
     async def get_direct(self, key: str) -> Chat | None:
-        return next((c for c in self._table.values() if c.direct_key == key), None)
+        return next(self._table.find(lambda c: c.direct_key == key), None)
 
     async def add(self, chat: Chat) -> None:
         if chat.direct_key is not None and await self.get_direct(chat.direct_key) is not None:
@@ -88,10 +88,10 @@ class MemoryChatRepository:
         self._table.put(chat.id, chat)
 
     async def list_for_user(self, user_id: str) -> list[Chat]:
-        return sorted((c for c in self._table.values() if c.is_member(user_id)), key=lambda c: c.id)
+        return sorted(self._table.find(lambda c: c.is_member(user_id)), key=lambda c: c.id)
 
     async def list_by_group(self, group_id: str) -> list[Chat]:
-        return sorted((c for c in self._table.values() if c.group_id == group_id), key=lambda c: c.id)
+        return sorted(self._table.find(lambda c: c.group_id == group_id), key=lambda c: c.id)
 
 
 class MemoryMessageRepository:
@@ -109,11 +109,11 @@ class MemoryMessageRepository:
         return self._table.get((chat_id, seq))
 
     async def get_by_client_id(self, chat_id: str, author_id: str, client_msg_id: str) -> Message | None:
-        for seq in range(1, self._last_seq(chat_id) + 1):
-            m = self._table.get((chat_id, seq))
-            if m is not None and m.author_id == author_id and m.client_msg_id == client_msg_id:
-                return m
-        return None
+        keys = ((chat_id, seq) for seq in range(1, self._last_seq(chat_id) + 1))
+        return next(
+            self._table.find(lambda m: m.author_id == author_id and m.client_msg_id == client_msg_id, keys),
+            None,
+        )
 
     async def add(self, message: Message) -> None:
         if message.client_msg_id is not None and await self.get_by_client_id(
@@ -141,12 +141,8 @@ class MemoryMessageRepository:
         return self._table.get((chat_id, self._last_seq(chat_id)))
 
     async def count_unread(self, chat_id: str, reader_id: str, after_seq: int) -> int:
-        count = 0
-        for seq in range(after_seq + 1, self._last_seq(chat_id) + 1):
-            m = self._table.get((chat_id, seq))
-            if m is not None and not m.is_deleted and m.author_id != reader_id:
-                count += 1
-        return count
+        keys = ((chat_id, seq) for seq in range(after_seq + 1, self._last_seq(chat_id) + 1))
+        return self._table.count(keys, lambda m: not m.is_deleted and m.author_id != reader_id)
 
 
 class MemoryReadMarkerRepository:

@@ -18,12 +18,19 @@ from chatcore.ports.repositories import (
 
 
 class UnitOfWork(Protocol):
-    users: UserRepository
-    credentials: CredentialRepository
-    groups: GroupRepository
-    chats: ChatRepository
-    messages: MessageRepository
-    read_markers: ReadMarkerRepository
+    # Read-only, so that an adapter's own repository types satisfy the protocol.
+    @property
+    def users(self) -> UserRepository: ...
+    @property
+    def credentials(self) -> CredentialRepository: ...
+    @property
+    def groups(self) -> GroupRepository: ...
+    @property
+    def chats(self) -> ChatRepository: ...
+    @property
+    def messages(self) -> MessageRepository: ...
+    @property
+    def read_markers(self) -> ReadMarkerRepository: ...
 
     async def __aenter__(self) -> Self: ...
 
