@@ -9,6 +9,7 @@ import pytest
 
 from adapters.memory.store import MemoryStore
 from adapters.memory.unit_of_work import MemoryEventLog, MemoryUnitOfWork
+from adapters.sqlite import SqliteDatabase, SqliteEventLog, sqlite_uow_factory
 from chatcore.testing.contracts import StorageUnderTest
 from chatcore.testing.doubles import FakeClock, SequentialIds
 
@@ -23,8 +24,18 @@ async def memory_storage(request: pytest.FixtureRequest) -> AsyncIterator[Storag
     )
 
 
+@asynccontextmanager
+async def sqlite_storage(request: pytest.FixtureRequest) -> AsyncIterator[StorageUnderTest]:
+    clock, ids = FakeClock(), SequentialIds()
+    async with SqliteDatabase(request.getfixturevalue("tmp_path") / "chatcore.db") as db:
+        yield StorageUnderTest(
+            uow=sqlite_uow_factory(db, clock, ids), log=SqliteEventLog(db), clock=clock, ids=ids
+        )
+
+
 STORAGE_ADAPTERS: dict[str, StorageFactory] = {
     "memory": memory_storage,
+    "sqlite": sqlite_storage,
 }
 
 
