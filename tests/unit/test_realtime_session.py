@@ -170,3 +170,15 @@ async def test_a_repeated_wake_up_delivers_nothing_twice(world: World) -> None:
 
 async def _nothing(records: object) -> None:
     return None
+
+
+async def test_an_overflowing_bus_queue_becomes_a_gap_and_the_log_fills_it(world: World) -> None:
+    ann, bob = await world.user("ann"), await world.user("bob")
+    chat = await world.chat(ann, bob)
+    world.core.bus._max_queued = 2  # a tiny queue: the third wake-up is dropped
+    session = world.session(bob)
+    await session.open(None)
+    for body in ("a", "b", "c", "d"):
+        await world.send(ann, chat, body)
+    assert bodies(await frames_until(session, 4)) == ["a", "b", "c", "d"]
+    await session.close()

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
+from adapters.subscriptions import QueuedSubscription
 from chatcore.domain.events import EventRecord
 
 
-class MemorySubscription:
+class MemorySubscription(QueuedSubscription):
     def __init__(self, bus: MemoryEventBus, stream_ids: Iterable[str], max_queued: int) -> None:
+        super().__init__(max_queued)
         self._bus = bus
         self.streams = set(stream_ids)
-        self.queue: asyncio.Queue[EventRecord | None] = asyncio.Queue(max_queued)
-        # Set when a record was dropped for a full queue: the reader must catch up from the log.
-        self.overflowed = False
 
     def watch(self, stream_ids: Iterable[str]) -> None:
         self.streams.update(stream_ids)
@@ -22,26 +20,9 @@ class MemorySubscription:
     def unwatch(self, stream_ids: Iterable[str]) -> None:
         self.streams.difference_update(stream_ids)
 
-    def offer(self, record: EventRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except asyncio.QueueFull:
-            self.overflowed = True
-
-    async def __aiter__(self) -> AsyncIterator[EventRecord]:
-        while (record := await self.queue.get()) is not None:
-            yield record
-
     async def close(self) -> None:
         self._bus.subscriptions.discard(self)
         self.offer_end()
-
-    def offer_end(self) -> None:
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            self.queue.get_nowait()
-            self.queue.put_nowait(None)
 
 
 class MemoryEventBus:

@@ -22,7 +22,7 @@ from chatcore.application.service import ChatService
 from chatcore.application.updates import Batch, GetUpdates
 from chatcore.application.views import MessageView, ReadMarkerView
 from chatcore.domain.events import EventRecord, visibility_change
-from chatcore.ports.events import EventBus, Subscription
+from chatcore.ports.events import BusGap, EventBus, Subscription
 
 # -- frames a client sends ------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ class RealtimeSession:
         self._positions: dict[str, int] = {}
         self._more = False
         self._subscription: Subscription | None = None
-        self._wake_ups: AsyncIterator[EventRecord] | None = None
+        self._wake_ups: AsyncIterator[EventRecord | BusGap] | None = None
         self._watched: set[str] = set()
         self._batch_size = service.deps.limits.max_updates_per_page
 
@@ -127,6 +127,7 @@ class RealtimeSession:
         # Subscribe before reading the log, so nothing committed in between goes unnoticed.
         self._subscription = self._bus.subscribe([self.actor])
         self._watched = {self.actor}
+        await self._subscription.ready()
         self._wake_ups = aiter(self._subscription)
         if positions is None:
             return self._apply(await self._updates.start(self.actor))
@@ -142,6 +143,8 @@ class RealtimeSession:
             return await self._catch_up()
         assert self._wake_ups is not None, "open() first"
         record = await anext(self._wake_ups)
+        if isinstance(record, BusGap):
+            return await self._catch_up()  # the bus lost something: the log has it
         position = self._positions.get(record.stream_id)
         if position is not None and record.seq <= position:
             return []  # already delivered: the bus repeats itself after reconnects

@@ -212,6 +212,7 @@ class WaitForUpdates(UseCase):
         # Subscribe before reading the log, so that an event committed in between still wakes us.
         subscription = self._bus.subscribe(await self._get_updates.streams_of(actor))
         try:
+            await subscription.ready()
             page = await self._get_updates(actor, cursor, limit)
             deadline = time.monotonic() + timeout_s
             wake_ups = aiter(subscription)

@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Protocol
+from typing import Final, Protocol
 
 from chatcore.domain.events import EventRecord
+
+
+class BusGap:
+    """Yielded by a subscription when records may have been lost (a full queue, a broker
+    reconnect): the reader catches up from the log, which holds everything."""
+
+    def __repr__(self) -> str:
+        return "GAP"
+
+
+GAP: Final = BusGap()
 
 
 class Subscription(Protocol):
     def watch(self, stream_ids: Iterable[str]) -> None: ...
     def unwatch(self, stream_ids: Iterable[str]) -> None: ...
-    def __aiter__(self) -> AsyncIterator[EventRecord]: ...
+    async def ready(self) -> None:
+        """Return once a record published now, by any instance, would reach this subscription."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[EventRecord | BusGap]: ...
     async def close(self) -> None: ...
 
 

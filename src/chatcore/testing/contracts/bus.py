@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from chatcore.domain.events import ChatMemberAdded, EventRecord, ProfileUpdated
-from chatcore.ports.events import EventBus, Subscription
+from chatcore.ports.events import BusGap, EventBus, Subscription
 
 # Generous liveness bound for a networked bus; a correct in-process bus answers at once.
 DELIVERY_TIMEOUT_S = 5.0
@@ -27,6 +27,8 @@ async def take(sub: Subscription, count: int) -> list[EventRecord]:
 
     async def collect() -> None:
         async for r in sub:
+            if isinstance(r, BusGap):
+                continue  # a gap says "read the log"; this suite looks at records only
             got.append(r)
             if len(got) == count:
                 return
@@ -40,7 +42,7 @@ class EventBusContract:
 
     async def test_subscriber_receives_watched_streams_in_order(self, bus: EventBus) -> None:
         sub = bus.subscribe(["s1"])
-        await asyncio.sleep(0)  # let a networked bus finish subscribing
+        await sub.ready()
         await bus.publish([record("s1", 1), record("other", 1), record("s1", 2)])
         assert [(r.stream_id, r.seq) for r in await take(sub, 2)] == [("s1", 1), ("s1", 2)]
         await sub.close()
