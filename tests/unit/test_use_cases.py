@@ -231,3 +231,14 @@ async def test_relay_publishes_committed_events_to_subscribers(core: MemoryCore)
     assert (record.stream_id, record.event.body) == (chat, "live")
     assert await core.log.undispatched(10) == []
     await subscription.close()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["Bob\r\nBcc: x@evil.example", "Bob\u2028Eve", "=?utf-8?q?Bob=0D=0ABcc:_x@evil?=", "\u202eevil"],
+)
+async def test_names_that_could_forge_mail_headers_are_refused(core: MemoryCore, name: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await core.service.create_user(CreateUserCommand(email="bob@example.com", display_name=name))
+    assert caught.value.field == "display_name"
+    assert core.store.users == {}

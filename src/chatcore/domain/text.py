@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from chatcore.domain.errors import InvalidInput, LimitExceeded
@@ -12,6 +13,9 @@ _ALLOWED_IN_BODY = frozenset({"\n", "\t"})
 _ALLOWED_IN_NAME = frozenset({"\u200c", "\u200d"})
 _NAME_FORBIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _BODY_FORBIDDEN = frozenset({"Cc"})
+# An RFC 2047 encoded word ("=?utf-8?q?...?=") is decoded by mail software into anything,
+# CR/LF included: names that reach mail headers must not carry one.
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 
 
 def _has_forbidden(text: str, forbidden: frozenset[str], allowed: frozenset[str]) -> bool:
@@ -31,6 +35,8 @@ def clean_name(field: str, value: str, max_chars: int) -> str:
         raise LimitExceeded(field, max_chars)
     if _has_forbidden(value, _NAME_FORBIDDEN, _ALLOWED_IN_NAME):
         raise InvalidInput(field, f"{field} must not contain control characters")
+    if _ENCODED_WORD.search(value):
+        raise InvalidInput(field, f"{field} must not contain MIME encoded words")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -12,6 +13,8 @@ class Mail(msgspec.Struct, frozen=True, kw_only=True):
     subject: str
     text: str
     html: str | None = None
+    # A mail worthless after this moment (a login code) is dropped rather than sent late.
+    expires_at: datetime | None = None
 
 
 class Mailer(Protocol):
