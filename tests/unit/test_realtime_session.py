@@ -23,7 +23,7 @@ from chatcore.application.realtime import (
 from chatcore.application.service import ChatService
 from chatcore.application.updates import CursorCodec, GetUpdates
 from chatcore.domain.errors import NotFound
-from chatcore.domain.events import ChatMemberAdded, ChatMemberRemoved, MessagePosted
+from chatcore.domain.events import ChatMemberAdded, ChatMemberRemoved, MessagePosted, SessionsRevoked
 
 
 class World:
@@ -182,3 +182,24 @@ async def test_an_overflowing_bus_queue_becomes_a_gap_and_the_log_fills_it(world
         await world.send(ann, chat, body)
     assert bodies(await frames_until(session, 4)) == ["a", "b", "c", "d"]
     await session.close()
+
+
+async def test_a_revoked_login_ends_its_connection_and_spares_the_kept_one(world: World) -> None:
+    ann = await world.user("ann")
+    phone = RealtimeSession(ann, world.service, world.updates, world.core.bus, session_id="s-phone")
+    laptop = RealtimeSession(ann, world.service, world.updates, world.core.bus, session_id="s-laptop")
+    await phone.open(None)
+    await laptop.open(None)
+    async with world.service.deps.uow() as uow:
+        uow.record(
+            SessionsRevoked(
+                user_id=ann, session_id=None, kept_session_id="s-laptop", reason="password_changed"
+            )
+        )
+        records = await uow.commit()
+    await world.service.deps.committed(records)
+    await frames_until(phone, 1)
+    await frames_until(laptop, 1)
+    assert (phone.ended, laptop.ended) == (True, False)
+    await phone.close()
+    await laptop.close()

@@ -39,7 +39,7 @@ import msgspec
 from chatcore.application import mail_templates
 from chatcore.application.common import Deps, UseCase
 from chatcore.domain.errors import InvalidInput, NotFound, RateLimited, Unauthenticated
-from chatcore.domain.events import UserRegistered
+from chatcore.domain.events import SessionsRevoked, UserRegistered
 from chatcore.domain.passwords import (
     LOWEST_ALLOWED_MINIMUM,
     MAX_PASSWORD_CHARS,
@@ -372,6 +372,18 @@ class AuthUseCase(UseCase):
         self.auth = auth
         self.settings = auth.settings
 
+    async def announce_revoked(
+        self, user_id: str, reason: str, *, session_id: str | None = None, keep: str | None = None
+    ) -> None:
+        """Record the revocation in the user's stream, so their open connections close at once."""
+
+        async def work(uow: UnitOfWork) -> None:
+            uow.record(
+                SessionsRevoked(user_id=user_id, session_id=session_id, kept_session_id=keep, reason=reason)
+            )
+
+        await self.transaction(work)
+
     def now(self) -> datetime:
         return self.deps.clock.now()
 
@@ -671,6 +683,7 @@ class Refresh(AuthUseCase):
 
     async def _reuse_detected(self, session: AuthSession, now: datetime) -> NoReturn:
         await self.auth.sessions.revoke(session.id, now=now, reason="refresh_reuse")
+        await self.announce_revoked(session.user_id, "refresh_reuse", session_id=session.id)
         log.warning("auth.refresh_reuse", extra={"user_id": session.user_id, "session_id": session.id})
         raise Unauthenticated()
 
@@ -711,6 +724,7 @@ async def _revoke_own(case: AuthUseCase, actor: str, session_id: str, reason: st
     if session is None or session.user_id != actor:
         raise NotFound("session")
     await case.auth.sessions.revoke(session_id, now=case.now(), reason=reason)
+    await case.announce_revoked(actor, reason, session_id=session_id)
     log.info("auth.session_revoked", extra={"user_id": actor, "session_id": session_id, "reason": reason})
 
 
@@ -769,8 +783,7 @@ async def _email_login(
 ) -> TokenPair:
     async def work(uow: UnitOfWork) -> User:
         user = await case.token_owner(uow, token)
-        if not user.email_verified:  # the code proved the mailbox
-            user.email_verified = True
+        if user.verify_email():  # the code proved the mailbox
             await uow.users.save(user)
         return user
 
@@ -791,8 +804,7 @@ class VerifyEmail(AuthUseCase):
 
         async def work(uow: UnitOfWork) -> EmailVerified:
             user = await self.token_owner(uow, token)
-            if not user.email_verified:
-                user.email_verified = True
+            if user.verify_email():
                 await uow.users.save(user)
             return EmailVerified(user_id=user.id, email=user.email)
 
@@ -824,13 +836,13 @@ class ResetPassword(AuthUseCase):
         async def work(uow: UnitOfWork) -> User:
             user = await self.token_owner(uow, token)
             await uow.credentials.save(PasswordCredential(user.id, password_hash, now))
-            if not user.email_verified:
-                user.email_verified = True
+            if user.verify_email():
                 await uow.users.save(user)
             return user
 
         user = await self.transaction(work)
         revoked = await self.auth.sessions.revoke_all(user.id, now=now, reason="password_reset")
+        await self.announce_revoked(user.id, "password_reset")
         await self.auth.failures.clear(user.email)
         log.info("auth.password_reset", extra={"user_id": user.id, "ip": cmd.ip, "sessions_revoked": revoked})
         await self.mail_password_changed(user)
@@ -867,6 +879,7 @@ class ChangePassword(AuthUseCase):
         revoked = await self.auth.sessions.revoke_all(
             user.id, now=self.now(), reason="password_changed", keep=cmd.session_id
         )
+        await self.announce_revoked(user.id, "password_changed", keep=cmd.session_id)
         log.info(
             "auth.password_changed", extra={"user_id": user.id, "ip": cmd.ip, "sessions_revoked": revoked}
         )

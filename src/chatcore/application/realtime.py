@@ -21,7 +21,7 @@ from chatcore.application.messages import (
 from chatcore.application.service import ChatService
 from chatcore.application.updates import Batch, GetUpdates
 from chatcore.application.views import MessageView, ReadMarkerView
-from chatcore.domain.events import EventRecord, visibility_change
+from chatcore.domain.events import EventRecord, SessionsRevoked, visibility_change
 from chatcore.ports.events import BusGap, EventBus, Subscription
 
 # -- frames a client sends ------------------------------------------------------------------
@@ -107,8 +107,19 @@ AnyServerFrame = AckFrame | ErrorFrame | EventFrame | ResyncFrame | HeartbeatFra
 class RealtimeSession:
     """The state of one connection: the actor, their stream positions and their wake-ups."""
 
-    def __init__(self, actor: str, service: ChatService, updates: GetUpdates, bus: EventBus) -> None:
+    def __init__(
+        self,
+        actor: str,
+        service: ChatService,
+        updates: GetUpdates,
+        bus: EventBus,
+        *,
+        session_id: str | None = None,
+    ) -> None:
         self.actor = actor
+        self.session_id = session_id
+        # Set once the login behind this connection was revoked: send what is queued, then close.
+        self.ended = False
         self._service, self._updates, self._bus = service, updates, bus
         self._positions: dict[str, int] = {}
         self._more = False
@@ -157,6 +168,9 @@ class RealtimeSession:
 
     def _deliver(self, record: EventRecord) -> EventFrame:
         self._positions[record.stream_id] = record.seq
+        event = record.event
+        if isinstance(event, SessionsRevoked) and self.session_id is not None and event.ends(self.session_id):
+            self.ended = True
         if visibility_change(record.event, self.actor) is False:
             del self._positions[record.stream_id]
             self._watch()

@@ -202,6 +202,22 @@ class ProfileUpdated(UserEvent, frozen=True, kw_only=True, tag="user.profile_upd
     bio: str
 
 
+class SessionsRevoked(UserEvent, frozen=True, kw_only=True, tag="user.sessions_revoked"):
+    """Sessions ended (logout, revocation, password change): their open connections close.
+
+    `session_id` names one session; None means every session but `kept_session_id`.
+    """
+
+    session_id: str | None
+    kept_session_id: str | None = None
+    reason: str
+
+    def ends(self, session_id: str) -> bool:
+        if self.session_id is not None:
+            return self.session_id == session_id
+        return session_id != self.kept_session_id
+
+
 def visibility_change(event: DomainEvent, user_id: str) -> bool | None:
     """True when the event lets `user_id` see its stream, False when it shuts them out, else None.
 
@@ -244,6 +260,7 @@ AnyEvent = (
     | GroupOwnershipTransferred
     | UserRegistered
     | ProfileUpdated
+    | SessionsRevoked
 )
 
 

@@ -35,6 +35,13 @@ class User:
     bio: str = ""
     email_verified: bool = False
 
+    def verify_email(self) -> bool:
+        """Mark the address as proven (a mailed code or link came back); True if that is news."""
+        if self.email_verified:
+            return False
+        self.email_verified = True
+        return True
+
     def update_profile(self, *, display_name: str | None, bio: str | None, limits: Limits) -> ProfileUpdated:
         if display_name is not None:
             self.display_name = clean_name("display_name", display_name, limits.max_display_name_chars)
