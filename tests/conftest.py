@@ -16,4 +16,5 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 pytest_plugins = [
     "tests.integration.fixtures.redis",
     "tests.integration.fixtures.smtp",
+    "tests.integration.fixtures.mongo",
 ]

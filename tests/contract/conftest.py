@@ -12,6 +12,7 @@ from adapters.memory.unit_of_work import MemoryEventLog, MemoryUnitOfWork
 from adapters.sqlite import SqliteDatabase, SqliteEventLog, sqlite_uow_factory
 from chatcore.testing.contracts import StorageUnderTest
 from chatcore.testing.doubles import FakeClock, SequentialIds
+from tests.integration.fixtures.mongo import mongo_require_replica_set, mongo_storage, mongo_url  # noqa: F401
 
 StorageFactory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[StorageUnderTest]]
 
@@ -35,6 +36,7 @@ async def sqlite_storage(request: pytest.FixtureRequest) -> AsyncIterator[Storag
 
 STORAGE_ADAPTERS: dict[str, StorageFactory] = {
     "memory": memory_storage,
+    "mongo": mongo_storage,
     "sqlite": sqlite_storage,
 }
 
