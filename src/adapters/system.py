@@ -10,8 +10,11 @@ _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
 class SystemClock:
+    """UTC, to the millisecond: the precision every store keeps (BSON dates hold no more)."""
+
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        moment = datetime.now(UTC)
+        return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 class UlidGenerator:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,8 +17,12 @@ from chatcore.ports.system import Clock, IdGenerator
 from chatcore.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 # Commits that lose a race are re-run on fresh state: a rerun of a send whose client_msg_id
-# was just taken finds the stored message and answers with it.
-MAX_ATTEMPTS = 5
+# was just taken finds the stored message and answers with it. Between runs, a random wait
+# that doubles each time keeps many writers of one chat (across processes) from colliding
+# in lockstep.
+MAX_ATTEMPTS = 10
+FIRST_BACKOFF_S = 0.002
+MAX_BACKOFF_S = 0.25
 
 
 async def _ignore(records: Sequence[EventRecord]) -> None:
@@ -49,6 +55,8 @@ class UseCase:
             except (ConcurrentUpdate, DuplicateKey):
                 if attempt == MAX_ATTEMPTS:
                     raise Conflict("the change lost a race with others; try again") from None
+                ceiling = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2**attempt)
+                await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 (jitter, not security)
                 continue
             await self.deps.committed(records)
             return result
