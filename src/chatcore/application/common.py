@@ -56,7 +56,7 @@ class UseCase:
                 if attempt == MAX_ATTEMPTS:
                     raise Conflict("the change lost a race with others; try again") from None
                 ceiling = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2**attempt)
-                await asyncio.sleep(random.uniform(0, ceiling))  # noqa: S311 (jitter, not security)
+                await asyncio.sleep(random.uniform(0, ceiling))  # jitter, not a secret
                 continue
             await self.deps.committed(records)
             return result
