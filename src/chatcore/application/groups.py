@@ -179,6 +179,10 @@ class DefineRoleCommand(msgspec.Struct, frozen=True, kw_only=True):
 
 class DefineRole(UseCase):
     async def __call__(self, cmd: DefineRoleCommand) -> GroupView:
+        # Parsed before the group is loaded: an outsider must get the same answer for an
+        # existing group as for a missing one, never an error that reveals the group exists.
+        permissions = _permissions("permissions", cmd.permissions)
+
         async def work(uow: UnitOfWork) -> GroupView:
             group = await load_group(uow, cmd.group_id)
             uow.record(
@@ -187,7 +191,7 @@ class DefineRole(UseCase):
                     role_id=self.deps.ids.new_id(),
                     name=cmd.name,
                     rank=cmd.rank,
-                    permissions=_permissions("permissions", cmd.permissions),
+                    permissions=permissions,
                     limits=self.deps.limits,
                 )
             )
@@ -207,9 +211,11 @@ class EditRoleCommand(msgspec.Struct, frozen=True, kw_only=True):
 
 class EditRole(UseCase):
     async def __call__(self, cmd: EditRoleCommand) -> GroupView:
+        # Parsed before the group is loaded, as in DefineRole, so that errors never reveal a group.
+        permissions = None if cmd.permissions is None else _permissions("permissions", cmd.permissions)
+
         async def work(uow: UnitOfWork) -> GroupView:
             group = await load_group(uow, cmd.group_id)
-            permissions = None if cmd.permissions is None else _permissions("permissions", cmd.permissions)
             uow.record(
                 group.edit_role(
                     cmd.actor,
