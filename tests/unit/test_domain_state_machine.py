@@ -85,7 +85,7 @@ LIMITS = Limits(
     max_client_msg_id_chars=6,
     max_edit_history=2,
 )
-MAX_USERS = 6
+MAX_USERS = 8
 MAX_GROUPS = 3
 MAX_CHATS = 7
 GHOST_USER = "ghost-user"
@@ -416,6 +416,17 @@ class DomainMachine(RuleBasedStateMachine):
     @initialize(target=users)
     def first_users(self) -> Any:
         return multiple(*(self._create_user(n) for n in ("Ann", "Bob", "Cy")))
+
+    @initialize(target=groups)
+    def a_group_with_an_admin(self) -> Any:
+        """Rank rules need an admin beside plain members; random growth rarely builds one."""
+        owner, admin, member = (self._create_user(n) for n in ("Dee", "Eve", "Fay"))
+        assert owner is not None and admin is not None and member is not None
+        group = self.create_group(owner, "Crew")
+        self._add_group_member(owner, group, admin)
+        self._add_group_member(owner, group, member)
+        self._assign_or_unassign(owner, group, admin, ADMIN_ROLE_ID, True)
+        return group
 
     @precondition(lambda self: len(self.m_users) < MAX_USERS)
     @rule(target=users, name=names)
