@@ -10,6 +10,7 @@ the bus loses or repeats.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from enum import IntEnum
 
 import msgspec
 
@@ -23,6 +24,18 @@ from chatcore.application.updates import Batch, GetUpdates
 from chatcore.application.views import MessageView, ReadMarkerView
 from chatcore.domain.events import EventRecord, SessionsRevoked, visibility_change
 from chatcore.ports.events import BusGap, EventBus, Subscription
+
+
+class CloseCode(IntEnum):
+    """Why the server closed a connection, and so what the client should do next."""
+
+    NORMAL = 1000  # done; reconnect when you want
+    SERVER_RESTART = 1001  # the server is going away: reconnect (elsewhere) with your cursor
+    POLICY = 1008  # a rule was broken (frame flood, too many sockets, expired token): fix, then reconnect
+    TOO_BIG = 1009  # a frame exceeded the size limit
+    RESUME_FROM_CURSOR = 4000  # you read too slowly: reconnect with the last cursor you received
+    SESSION_ENDED = 4001  # the login behind this connection was revoked: log in again
+
 
 # -- frames a client sends ------------------------------------------------------------------
 
