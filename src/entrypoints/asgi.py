@@ -1,0 +1,16 @@
+"""The app factory granian calls in each worker: settings from the environment, then the app."""
+
+from __future__ import annotations
+
+from litestar import Litestar
+
+from entrypoints.container import build_container
+from entrypoints.http import create_app
+from entrypoints.logs import configure_logging
+from entrypoints.settings import load_settings
+
+
+def app_factory() -> Litestar:
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(build_container(settings))

@@ -1,0 +1,89 @@
+"""Guards: who is calling (authentication), and may they do this (the domain's `authorize`).
+
+Authentication runs on every route except the explicit allow-list (`opt={"public": True}` on
+the handler or its router). Permission guards come from one factory, `requires(permission)`:
+the route declares what it needs, the guard loads the chat or group named in the path and asks
+`chatcore.domain.permissions.authorize` — the same function the use cases call, so no rule is
+written twice. An outsider gets the same NotFound as for a nonexistent id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.connection import ASGIConnection, Request
+from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Guard
+
+from chatcore.application.common import load_chat, load_group
+from chatcore.domain.errors import Unauthenticated
+from chatcore.domain.permissions import CHAT_SCOPE, Permission, authorize
+from entrypoints.container import Runtime
+
+PUBLIC = "public"
+PERMISSION = "permission"
+
+
+def runtime_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Runtime:
+    runtime: Runtime = connection.app.state.runtime
+    return runtime
+
+
+def is_public(handler: BaseRouteHandler) -> bool:
+    return bool(handler.opt.get(PUBLIC))
+
+
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 4096:
+        raise Unauthenticated()
+    return token
+
+
+async def authenticated(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """App-wide guard: every non-public route needs a valid access token of a live session."""
+    if is_public(handler):
+        return
+    user_id, session_id = await runtime_of(connection).authenticate(bearer_token(connection))
+    connection.state.user_id = user_id
+    connection.state.session_id = session_id
+
+
+def requires(permission: Permission) -> Guard:
+    """A guard allowing the route only to callers the domain grants `permission`.
+
+    Chat-scope permissions read `chat_id` from the path; group-scope ones read `group_id`.
+    """
+    in_chat = permission in CHAT_SCOPE
+    param = "chat_id" if in_chat else "group_id"
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        actor: str = connection.state.user_id
+        object_id: str = connection.path_params[param]
+        async with runtime_of(connection).service.deps.uow() as uow:
+            if in_chat:
+                chat, group = await load_chat(uow, object_id)
+                authorize(actor, chat, group, permission)
+            else:
+                authorize(actor, None, await load_group(uow, object_id), permission)
+
+    guard.__name__ = f"requires_{permission.value}"
+    guard.permission = permission  # type: ignore[attr-defined]
+    return guard
+
+
+JSON_TYPES = ("application/json",)
+
+
+async def require_json_body(request: Request[Any, Any, Any]) -> None:
+    """before_request hook: a route that reads a body accepts JSON only (415 otherwise)."""
+    handler = request.route_handler
+    if "data" not in handler.parsed_fn_signature.parameters:
+        return
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in JSON_TYPES and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        raise HTTPException(status_code=415, detail="the request body must be application/json")

@@ -1,0 +1,102 @@
+"""/v1/chats/{chat_id}/messages: send (idempotent by client_msg_id), page, get, edit, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, JSONBody, Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from chatcore.application.messages import EditMessageCommand, ListMessagesQuery, SendMessageCommand
+from chatcore.application.views import MessagePage, MessageView
+from chatcore.domain.permissions import Permission
+from entrypoints.http.deps import Actor, Service
+from entrypoints.http.guards import requires
+from entrypoints.http.schemas import EditHistory, EditMessageRequest, SendMessageRequest
+
+MESSAGE = "/{seq:int}"
+Cursor = Annotated[int | None, Parameter(ge=0, description="a message seq (exclusive)")]
+
+P = Permission
+
+
+class MessageController(Controller):
+    path = "/v1/chats/{chat_id:str}/messages"
+    tags = ["messages"]
+
+    @post(
+        "/",
+        guards=[requires(P.SEND_MESSAGES)],
+        status_code=HTTP_201_CREATED,
+        responses={HTTP_200_OK: ResponseSpec(MessageView, description="A retry: the message already sent")},
+    )
+    async def send_message(
+        self, service: Service, actor: Actor, chat_id: FromPath[str], data: JSONBody[SendMessageRequest]
+    ) -> Response[MessageView]:
+        """Post a message. Repeating a `client_msg_id` returns the original with 200 and stores nothing;
+        the same `client_msg_id` with another body is a 422."""
+        result = await service.send_message(
+            SendMessageCommand(
+                actor=actor,
+                chat_id=chat_id,
+                body=data.body,
+                reply_to=data.reply_to,
+                client_msg_id=data.client_msg_id,
+            )
+        )
+        message = result.message
+        return Response(
+            message,
+            status_code=HTTP_201_CREATED if result.created else HTTP_200_OK,
+            headers={"Location": f"/v1/chats/{chat_id}/messages/{message.seq}"},
+        )
+
+    @get("/", guards=[requires(P.READ_CHAT)])
+    async def list_messages(
+        self,
+        service: Service,
+        actor: Actor,
+        chat_id: FromPath[str],
+        after: Cursor = None,
+        before: Cursor = None,
+        limit: Annotated[int | None, Parameter(description="page size")] = None,
+    ) -> MessagePage:
+        """A page of history by seq: `after` pages forward, `before` pages back, neither = the newest."""
+        return await service.list_messages(
+            ListMessagesQuery(actor=actor, chat_id=chat_id, after=after, before=before, limit=limit)
+        )
+
+    @get(MESSAGE, guards=[requires(P.READ_CHAT)])
+    async def get_message(
+        self, service: Service, actor: Actor, chat_id: FromPath[str], seq: FromPath[int]
+    ) -> MessageView:
+        """One message; a deleted one answers 410 Gone."""
+        return await service.get_message(actor, chat_id, seq)
+
+    @patch(MESSAGE, guards=[requires(P.EDIT_OWN_MESSAGES)])
+    async def edit_message(
+        self,
+        service: Service,
+        actor: Actor,
+        chat_id: FromPath[str],
+        seq: FromPath[int],
+        data: JSONBody[EditMessageRequest],
+    ) -> MessageView:
+        return await service.edit_message(
+            EditMessageCommand(actor=actor, chat_id=chat_id, seq=seq, body=data.body)
+        )
+
+    @get(MESSAGE + "/history", guards=[requires(P.READ_CHAT)])
+    async def get_edit_history(
+        self, service: Service, actor: Actor, chat_id: FromPath[str], seq: FromPath[int]
+    ) -> EditHistory:
+        return EditHistory(edits=await service.get_edit_history(actor, chat_id, seq))
+
+    # Own or any: which one applies depends on the author, so the domain decides past visibility.
+    @delete(MESSAGE, guards=[requires(P.READ_CHAT)], status_code=HTTP_204_NO_CONTENT)
+    async def delete_message(
+        self, service: Service, actor: Actor, chat_id: FromPath[str], seq: FromPath[int]
+    ) -> None:
+        await service.delete_message(actor, chat_id, seq)

@@ -1,0 +1,55 @@
+"""Request ids: taken from a sane `X-Request-ID` or generated, echoed back, and put in every log line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from entrypoints.logs import reset_request_id, set_request_id
+
+access_log = logging.getLogger("chatcore.access")
+
+_SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+HEADER = b"x-request-id"
+
+
+def request_id_middleware(app: ASGIApp) -> ASGIApp:
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(HEADER, b"").decode("latin-1")
+        rid = incoming if _SANE_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        token = set_request_id(rid)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (HEADER, rid.encode())]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            # The path only: query strings may carry one-time tokens (magic links).
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": rid,
+                    "method": scope.get("method", "WS"),
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            reset_request_id(token)
+
+    return middleware
