@@ -235,6 +235,9 @@ async def init_indexes(store: MongoStore) -> dict[str, list[str]]:
     with translated():
         for collection, models in INDEXES.items():
             created[collection] = await store[collection].create_indexes(models)
+    from adapters.mongo.security import init_security_indexes  # here: it imports this module
+
+    created.update(await init_security_indexes(store))
     return created
 
 

@@ -13,14 +13,28 @@ fixture; chatcore's own `tests/contract/` does this for every bundled adapter:
 from chatcore.testing.contracts.bus import EventBusContract
 from chatcore.testing.contracts.mail import MailerContract, MailerUnderTest
 from chatcore.testing.contracts.rate_limit import LimiterUnderTest, RateLimiterContract
+from chatcore.testing.contracts.security import (
+    FailureCounterContract,
+    FailuresUnderTest,
+    OneTimeTokenStoreContract,
+    OneTimeTokensUnderTest,
+    SessionStoreContract,
+    SessionsUnderTest,
+)
 from chatcore.testing.contracts.storage import StorageContract, StorageUnderTest
 
 __all__ = [
     "EventBusContract",
+    "FailureCounterContract",
+    "FailuresUnderTest",
     "LimiterUnderTest",
     "MailerContract",
     "MailerUnderTest",
+    "OneTimeTokenStoreContract",
+    "OneTimeTokensUnderTest",
     "RateLimiterContract",
+    "SessionStoreContract",
+    "SessionsUnderTest",
     "StorageContract",
     "StorageUnderTest",
 ]
