@@ -26,8 +26,12 @@ from adapters.system import SystemClock, UlidGenerator
 from chatcore.application.auth import AuthService
 from chatcore.application.common import Deps
 from chatcore.application.service import ChatService
+from chatcore.application.updates import CursorCodec, GetUpdates, WaitForUpdates
+from chatcore.ports.events import EventBus
 from chatcore.ports.mail import Mailer
+from chatcore.ports.security import FailureCounter, OneTimeTokenStore, SessionStore
 from chatcore.ports.system import Clock, IdGenerator
+from chatcore.ports.unit_of_work import EventLog
 from entrypoints.settings import Settings, SettingsError
 
 KEY_FILE = "secret.key"
@@ -49,6 +53,11 @@ class Runtime:
     ready: Callable[[], Awaitable[bool]]
     # The adapter kit behind the service (MemoryCore / SqliteCore): for tests and operators.
     core: Any
+    # Real-time delivery: the durable log, the live bus, and the cursor-based reads over them.
+    log: EventLog
+    bus: EventBus
+    updates: GetUpdates
+    wait_for_updates: WaitForUpdates
 
     async def authenticate(self, access_token: str) -> tuple[str, str]:
         """(user id, session id) of a valid token of a live session; raises Unauthenticated."""
@@ -89,7 +98,37 @@ def _mailer(settings: Settings, clock: Clock) -> Mailer:
     return FolderMailer(Path(settings.data_dir) / "mail", clock=clock)
 
 
-def _auth(settings: Settings, deps: Deps, clock: Clock) -> AuthService:
+@dataclass(frozen=True)
+class AuthStores:
+    """Where logins and mailed codes live: the same database as everything else."""
+
+    one_time: OneTimeTokenStore
+    sessions: SessionStore
+    failures: FailureCounter
+
+
+def _runtime(
+    settings: Settings, core: Any, clock: Clock, ready: Callable[[], Awaitable[bool]], stores: AuthStores
+) -> Runtime:
+    """The Runtime over one adapter kit (memory, sqlite, mongo): the same wiring for each."""
+    deps: Deps = core.service.deps
+    codec = CursorCodec(_derive(secret_key(settings), b"chatcore cursors"), settings.limits.max_cursor_chars)
+    updates = GetUpdates(deps, core.log, codec)
+    return Runtime(
+        settings=settings,
+        service=core.service,
+        auth=_auth(settings, deps, clock, stores),
+        clock=clock,
+        ready=ready,
+        core=core,
+        log=core.log,
+        bus=core.bus,
+        updates=updates,
+        wait_for_updates=WaitForUpdates(deps, updates, core.bus),
+    )
+
+
+def _auth(settings: Settings, deps: Deps, clock: Clock, stores: AuthStores) -> AuthService:
     key = secret_key(settings)
     # Separate keys for separate jobs, derived from the one secret.
     signing = _derive(key, b"chatcore access tokens")
@@ -97,9 +136,9 @@ def _auth(settings: Settings, deps: Deps, clock: Clock) -> AuthService:
         deps,
         hasher=Argon2PasswordHasher(),
         tokens=JwtTokenIssuer(keys={"k1": signing}, active_kid="k1", issuer=settings.public_url),
-        one_time=MemoryOneTimeTokenStore(),
-        sessions=MemorySessionStore(),
-        failures=MemoryFailureCounter(),
+        one_time=stores.one_time,
+        sessions=stores.sessions,
+        failures=stores.failures,
         limiter=MemoryRateLimiter(clock),
         mailer=_mailer(settings, clock),
         code_key=_derive(key, b"chatcore mailed codes"),
@@ -119,14 +158,8 @@ async def _memory_runtime(settings: Settings, clock: Clock, ids: IdGenerator) ->
     from adapters.memory.kit import memory_core
 
     core = memory_core(limits=settings.limits, clock=clock, ids=ids)
-    yield Runtime(
-        settings=settings,
-        service=core.service,
-        auth=_auth(settings, core.service.deps, clock),
-        clock=clock,
-        ready=_always_ready,
-        core=core,
-    )
+    stores = AuthStores(MemoryOneTimeTokenStore(), MemorySessionStore(), MemoryFailureCounter())
+    yield _runtime(settings, core, clock, _always_ready, stores)
 
 
 @asynccontextmanager
@@ -144,14 +177,12 @@ async def _sqlite_runtime(settings: Settings, clock: Clock, ids: IdGenerator) ->
                 return False
             return True
 
-        yield Runtime(
-            settings=settings,
-            service=core.service,
-            auth=_auth(settings, core.service.deps, clock),
-            clock=clock,
-            ready=ready,
-            core=core,
+        from adapters.sqlite.security import SqliteFailureCounter, SqliteOneTimeTokenStore, SqliteSessionStore
+
+        stores = AuthStores(
+            SqliteOneTimeTokenStore(core.db), SqliteSessionStore(core.db), SqliteFailureCounter(core.db)
         )
+        yield _runtime(settings, core, clock, ready, stores)
 
 
 @asynccontextmanager
@@ -168,14 +199,12 @@ async def _mongo_runtime(settings: Settings, clock: Clock, ids: IdGenerator) -> 
                 return False
             return True
 
-        yield Runtime(
-            settings=settings,
-            service=core.service,
-            auth=_auth(settings, core.service.deps, core.clock),
-            clock=core.clock,
-            ready=ready,
-            core=core,
+        from adapters.mongo.security import MongoFailureCounter, MongoOneTimeTokenStore, MongoSessionStore
+
+        stores = AuthStores(
+            MongoOneTimeTokenStore(core.store), MongoSessionStore(core.store), MongoFailureCounter(core.store)
         )
+        yield _runtime(settings, core, core.clock, ready, stores)
 
 
 def _open_runtime(settings: Settings, clock: Clock, ids: IdGenerator) -> AbstractAsyncContextManager[Runtime]:

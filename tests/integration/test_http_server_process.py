@@ -164,9 +164,11 @@ def test_data_and_keys_survive_a_restart(tmp_path: Path) -> None:
     second = _start(tmp_path, port)
     try:
         with httpx.Client(base_url=second.url, timeout=10) as client:
-            headers = _login(client, "kim@example.com")
+            # The login made before the restart still holds: sessions live in the database.
             page = client.get(chat_url + "/messages", headers=headers).json()
             assert [(m["seq"], m["body"]) for m in page["messages"]] == [(1, "one"), (2, "two"), (3, "three")]
+            again = _login(client, "kim@example.com")
+            assert client.get("/v1/users/me", headers=again).status_code == 200
     finally:
         _stop(second.process)
 

@@ -13,6 +13,7 @@ from chatcore.application.relay import OutboxRelay
 from chatcore.application.service import ChatService
 from chatcore.domain.events import EventRecord
 from chatcore.domain.limits import Limits
+from chatcore.ports.events import EventBus
 from chatcore.ports.system import Clock, IdGenerator
 from chatcore.testing.doubles import FakeClock, SequentialIds
 
@@ -22,19 +23,23 @@ class MemoryCore:
     service: ChatService
     store: MemoryStore
     log: MemoryEventLog
-    bus: MemoryEventBus
+    bus: EventBus
     relay: OutboxRelay
     clock: Clock
     ids: IdGenerator
 
 
 def memory_core(
-    *, limits: Limits | None = None, clock: Clock | None = None, ids: IdGenerator | None = None
+    *,
+    limits: Limits | None = None,
+    clock: Clock | None = None,
+    ids: IdGenerator | None = None,
+    bus: EventBus | None = None,
 ) -> MemoryCore:
     store = MemoryStore()
     clock = clock or FakeClock()
     ids = ids or SequentialIds()
-    log, bus = MemoryEventLog(store), MemoryEventBus()
+    log, bus = MemoryEventLog(store), bus or MemoryEventBus()
     relay = OutboxRelay(log, bus)
 
     async def committed(records: Sequence[EventRecord]) -> None:

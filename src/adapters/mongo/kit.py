@@ -17,6 +17,7 @@ from chatcore.application.relay import OutboxRelay
 from chatcore.application.service import ChatService
 from chatcore.domain.events import EventRecord
 from chatcore.domain.limits import Limits
+from chatcore.ports.events import EventBus
 from chatcore.ports.system import Clock, IdGenerator
 
 
@@ -39,7 +40,7 @@ class MongoCore:
     service: ChatService
     store: MongoStore
     log: MongoEventLog
-    bus: MemoryEventBus
+    bus: EventBus
     relay: OutboxRelay
     clock: Clock
     ids: IdGenerator
@@ -56,6 +57,7 @@ async def mongo_core(
     limits: Limits | None = None,
     clock: Clock | None = None,
     ids: IdGenerator | None = None,
+    bus: EventBus | None = None,
     server_selection_timeout_ms: int = 2_000,
     timeout_ms: int = 5_000,
 ) -> AsyncIterator[MongoCore]:
@@ -73,7 +75,7 @@ async def mongo_core(
         server = await check_server(store, require_replica_set=require_replica_set)
         if create_indexes:
             await init_indexes(store)
-        log, bus = MongoEventLog(store), MemoryEventBus()
+        log, bus = MongoEventLog(store), bus or MemoryEventBus()
         relay = OutboxRelay(log, bus)
 
         async def committed(records: Sequence[EventRecord]) -> None:

@@ -17,6 +17,7 @@ from chatcore.application.relay import OutboxRelay
 from chatcore.application.service import ChatService
 from chatcore.domain.events import EventRecord
 from chatcore.domain.limits import Limits
+from chatcore.ports.events import EventBus
 from chatcore.ports.system import Clock, IdGenerator
 
 
@@ -25,7 +26,7 @@ class SqliteCore:
     service: ChatService
     db: SqliteDatabase
     log: SqliteEventLog
-    bus: MemoryEventBus
+    bus: EventBus
     relay: OutboxRelay
     clock: Clock
     ids: IdGenerator
@@ -38,6 +39,7 @@ async def sqlite_core(
     limits: Limits | None = None,
     clock: Clock | None = None,
     ids: IdGenerator | None = None,
+    bus: EventBus | None = None,
     synchronous: Synchronous = "FULL",
 ) -> AsyncIterator[SqliteCore]:
     """The core on the database at `path` (created and migrated if needed), closed on exit.
@@ -47,7 +49,7 @@ async def sqlite_core(
     clock = clock or SystemClock()
     ids = ids or UlidGenerator()
     async with SqliteDatabase(path, synchronous=synchronous) as db:
-        log, bus = SqliteEventLog(db), MemoryEventBus()
+        log, bus = SqliteEventLog(db), bus or MemoryEventBus()
         relay = OutboxRelay(log, bus)
 
         async def committed(records: Sequence[EventRecord]) -> None:
