@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 from adapters.memory.kit import MemoryCore, memory_core
+from adapters.memory.rate_limit import MemoryRateLimiter
 from chatcore.application.chats import ChatMemberCommand, CreateGroupChatCommand, OpenDirectChatCommand
 from chatcore.application.groups import CreateGroupCommand, GroupMemberCommand
 from chatcore.application.messages import (
@@ -16,7 +18,8 @@ from chatcore.application.messages import (
     SendMessageCommand,
 )
 from chatcore.application.profiles import CreateUserCommand, UpdateProfileCommand
-from chatcore.domain.errors import Conflict, Gone, InvalidInput, LimitExceeded, NotFound
+from chatcore.application.service import ChatService
+from chatcore.domain.errors import Conflict, Gone, InvalidInput, LimitExceeded, NotFound, RateLimited
 from chatcore.domain.events import ChatUpdated, MessagePosted
 from chatcore.domain.limits import Limits
 from chatcore.testing.doubles import FakeClock
@@ -242,3 +245,20 @@ async def test_names_that_could_forge_mail_headers_are_refused(core: MemoryCore,
         await core.service.create_user(CreateUserCommand(email="bob@example.com", display_name=name))
     assert caught.value.field == "display_name"
     assert core.store.users == {}
+
+
+async def test_a_burst_of_sends_beyond_the_bucket_is_refused_with_retry_after() -> None:
+    clock = FakeClock()
+    core = memory_core(clock=clock)
+    limited = ChatService(dataclasses.replace(core.service.deps, limiter=MemoryRateLimiter(clock)))
+    (ann,) = await _users(core, "ann")
+    chat = await _chat_with(core, ann)
+    burst = core.service.deps.rates.send.burst
+    for i in range(burst):
+        await limited.send_message(SendMessageCommand(actor=ann, chat_id=chat, body=f"m{i}"))
+    with pytest.raises(RateLimited) as caught:
+        await limited.send_message(SendMessageCommand(actor=ann, chat_id=chat, body="one too many"))
+    assert caught.value.retry_after_s >= 1
+    clock.advance(1)
+    await limited.send_message(SendMessageCommand(actor=ann, chat_id=chat, body="after a second"))
+    assert (await limited.get_chat(ann, chat)).last_seq == burst + 1  # the refused send took no seq

@@ -21,6 +21,8 @@ class OpenDirectChat(UseCase):
     """Open the direct chat with another user, or return the one the pair already has."""
 
     async def __call__(self, cmd: OpenDirectChatCommand) -> tuple[ChatView, bool]:
+        await self.throttle(cmd.actor, self.deps.rates.create_chat)
+
         async def work(uow: UnitOfWork) -> tuple[ChatView, bool]:
             existing = await uow.chats.get_direct(direct_key(cmd.actor, cmd.user_id))
             if existing is not None:
@@ -48,6 +50,7 @@ class CreateGroupChat(UseCase):
         limits = self.deps.limits
         if len(cmd.member_ids) > limits.max_members_per_chat:
             raise LimitExceeded("member_ids", limits.max_members_per_chat)
+        await self.throttle(cmd.actor, self.deps.rates.create_chat)
 
         async def work(uow: UnitOfWork) -> ChatView:
             group = await load_group(uow, cmd.group_id) if cmd.group_id is not None else None
@@ -106,6 +109,8 @@ class ChatMemberCommand(msgspec.Struct, frozen=True, kw_only=True):
 
 class AddChatMember(UseCase):
     async def __call__(self, cmd: ChatMemberCommand) -> ChatView:
+        await self.throttle(cmd.actor, self.deps.rates.invite)
+
         async def work(uow: UnitOfWork) -> ChatView:
             chat, group = await load_chat(uow, cmd.chat_id)
             authorize(cmd.actor, chat, group, Permission.ADD_CHAT_MEMBERS)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import msgspec
 
 from chatcore.domain.chats import Chat
-from chatcore.domain.errors import Conflict, InvalidInput, NotFound
+from chatcore.domain.errors import Conflict, InvalidInput, NotFound, RateLimited
 from chatcore.domain.events import EventRecord
 from chatcore.domain.groups import Group
 from chatcore.domain.limits import Limits
 from chatcore.ports.errors import ConcurrentUpdate, DuplicateKey
+from chatcore.ports.rate_limit import RateLimiter, RateRule
 from chatcore.ports.system import Clock, IdGenerator
 from chatcore.ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
@@ -29,6 +32,14 @@ async def _ignore(records: Sequence[EventRecord]) -> None:
     return None
 
 
+class UseRates(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-user token buckets on the flows worth abusing (SECURITY.md R2)."""
+
+    send: RateRule = RateRule(name="send", burst=20, per_second=5.0)
+    create_chat: RateRule = RateRule(name="create_chat", burst=20, per_second=20 / 3600)
+    invite: RateRule = RateRule(name="invite", burst=50, per_second=50 / 3600)
+
+
 @dataclass(frozen=True, slots=True)
 class Deps:
     """The ports every use case may need, built once by the composition root."""
@@ -39,6 +50,9 @@ class Deps:
     limits: Limits
     # Called after each commit with the new records (wakes the outbox relay).
     committed: Callable[[Sequence[EventRecord]], Awaitable[None]] = _ignore
+    # No limiter: no rate limits (tests, trusted embedders).
+    limiter: RateLimiter | None = None
+    rates: UseRates = field(default_factory=UseRates)
 
 
 class UseCase:
@@ -66,6 +80,14 @@ class UseCase:
         """Run a read-only `work` in a unit of work that commits nothing."""
         async with self.deps.uow() as uow:
             return await work(uow)
+
+    async def throttle(self, actor: str, rule: RateRule) -> None:
+        """Take one token from the actor's bucket for `rule`; raise RateLimited when it is empty."""
+        if self.deps.limiter is None:
+            return
+        decision = await self.deps.limiter.hit(actor, rule)
+        if not decision.allowed:
+            raise RateLimited(decision.retry_after_s)
 
     def page_size(self, limit: int | None) -> int:
         limits = self.deps.limits

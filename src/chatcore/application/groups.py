@@ -113,6 +113,8 @@ class GroupMemberCommand(msgspec.Struct, frozen=True, kw_only=True):
 
 class AddGroupMember(UseCase):
     async def __call__(self, cmd: GroupMemberCommand) -> GroupView:
+        await self.throttle(cmd.actor, self.deps.rates.invite)
+
         async def work(uow: UnitOfWork) -> GroupView:
             group = await load_group(uow, cmd.group_id)
             authorize(cmd.actor, None, group, Permission.ADD_GROUP_MEMBERS)

@@ -26,6 +26,8 @@ class SendMessage(UseCase):
     """Post a message. A retry with the same client_msg_id returns the original, storing nothing."""
 
     async def __call__(self, cmd: SendMessageCommand) -> SendResult:
+        await self.throttle(cmd.actor, self.deps.rates.send)
+
         async def work(uow: UnitOfWork) -> SendResult:
             chat, group = await load_chat(uow, cmd.chat_id)
             if cmd.client_msg_id is not None:
