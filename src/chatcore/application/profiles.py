@@ -55,6 +55,9 @@ class UpdateProfileCommand(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
     display_name: str | None = None
     bio: str | None = None
+    # Notification preferences; None leaves a preference as it is.
+    notify_missed_messages: bool | None = None
+    notify_added: bool | None = None
 
 
 class UpdateMyProfile(UseCase):
@@ -66,6 +69,7 @@ class UpdateMyProfile(UseCase):
             uow.record(
                 user.update_profile(display_name=cmd.display_name, bio=cmd.bio, limits=self.deps.limits)
             )
+            user.set_notifications(missed_messages=cmd.notify_missed_messages, added=cmd.notify_added)
             await uow.users.save(user)
             return ProfileView.of(user)
 

@@ -148,6 +148,9 @@ class ProfileView(msgspec.Struct, frozen=True, kw_only=True):
     bio: str
     email_verified: bool
     created_at: datetime
+    # Notification preferences (defaults keep older constructors and clients working).
+    notify_missed_messages: bool = True
+    notify_added: bool = True
 
     @classmethod
     def of(cls, u: User) -> ProfileView:
@@ -158,6 +161,8 @@ class ProfileView(msgspec.Struct, frozen=True, kw_only=True):
             bio=u.bio,
             email_verified=u.email_verified,
             created_at=u.created_at,
+            notify_missed_messages=u.notify_missed_messages,
+            notify_added=u.notify_added,
         )
 
 

@@ -34,6 +34,9 @@ class User:
     created_at: datetime
     bio: str = ""
     email_verified: bool = False
+    # Notification preferences (the worker reads them when it is about to mail).
+    notify_missed_messages: bool = True
+    notify_added: bool = True
 
     def verify_email(self) -> bool:
         """Mark the address as proven (a mailed code or link came back); True if that is news."""
@@ -48,6 +51,15 @@ class User:
         if bio is not None:
             self.bio = clean_text("bio", bio, limits.max_bio_chars, allow_empty=True)
         return ProfileUpdated(user_id=self.id, display_name=self.display_name, bio=self.bio)
+
+    def set_notifications(self, *, missed_messages: bool | None = None, added: bool | None = None) -> bool:
+        """Change the notification preferences given; True if anything changed."""
+        before = (self.notify_missed_messages, self.notify_added)
+        if missed_messages is not None:
+            self.notify_missed_messages = missed_messages
+        if added is not None:
+            self.notify_added = added
+        return (self.notify_missed_messages, self.notify_added) != before
 
 
 @dataclass(slots=True)
