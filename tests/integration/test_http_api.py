@@ -33,6 +33,21 @@ def test_profile_read_update_and_public_view(api: Api) -> None:
     assert_problem(api.client.get("/v1/users/nobody", headers=bob.headers), 404)
 
 
+def test_notification_preferences_are_part_of_my_profile_only(api: Api) -> None:
+    alice, bob = api.user("alice"), api.user("bob")
+    me = api.client.get("/v1/users/me", headers=alice.headers).json()
+    assert (me["notify_missed_messages"], me["notify_added"]) == (True, True)
+    r = api.client.patch("/v1/users/me", json={"notify_missed_messages": False}, headers=alice.headers)
+    assert r.status_code == 200
+    assert (r.json()["notify_missed_messages"], r.json()["notify_added"]) == (False, True)
+    public = api.client.get(f"/v1/users/{alice.id}", headers=bob.headers).json()
+    assert "notify_missed_messages" not in public
+    assert (
+        api.client.patch("/v1/users/me", json={"notify_added": "yes"}, headers=alice.headers).status_code
+        == 422
+    )
+
+
 def test_mass_assignment_is_refused_and_changes_nothing(api: Api) -> None:
     alice = api.user("alice", verified=False)
     before = api.client.get("/v1/users/me", headers=alice.headers).json()

@@ -27,6 +27,8 @@ class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 class UpdateProfileRequest(Request, frozen=True, kw_only=True):
     display_name: str | None = None
     bio: str | None = None
+    notify_missed_messages: bool | None = None
+    notify_added: bool | None = None
 
 
 # -- groups ---------------------------------------------------------------------------------

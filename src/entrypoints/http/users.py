@@ -24,7 +24,13 @@ class UserController(Controller):
         self, service: Service, actor: Actor, data: JSONBody[UpdateProfileRequest]
     ) -> ProfileView:
         return await service.update_my_profile(
-            UpdateProfileCommand(actor=actor, display_name=data.display_name, bio=data.bio)
+            UpdateProfileCommand(
+                actor=actor,
+                display_name=data.display_name,
+                bio=data.bio,
+                notify_missed_messages=data.notify_missed_messages,
+                notify_added=data.notify_added,
+            )
         )
 
     @get("/{user_id:str}")
