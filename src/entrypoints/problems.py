@@ -21,6 +21,7 @@ from chatcore.domain.errors import (
     RateLimited,
     Unauthenticated,
 )
+from chatcore.ports.errors import StoreUnavailable
 
 TYPE_PREFIX = "urn:chatcore:problem:"
 
@@ -67,6 +68,15 @@ def problem(status: int, slug: str, title: str, detail: str = "", **extra: Any) 
 
 
 INTERNAL_ERROR = problem(500, "internal-error", "Internal Server Error", "an unexpected error occurred")
+# The database did not answer in time: nothing was stored, and a retry soon may succeed.
+STORE_RETRY_AFTER_S = 2
+UNAVAILABLE = problem(
+    503,
+    "unavailable",
+    "Service Unavailable",
+    "the database is unreachable; nothing was stored, retry later",
+    retry_after_s=STORE_RETRY_AFTER_S,
+)
 
 
 def problem_for(exc: BaseException) -> Problem:
@@ -76,7 +86,7 @@ def problem_for(exc: BaseException) -> Problem:
         if entry is not None:
             break
     else:
-        return INTERNAL_ERROR
+        return UNAVAILABLE if isinstance(exc, StoreUnavailable) else INTERNAL_ERROR
     status, slug, title = entry
     detail = exc.detail if isinstance(exc, DomainError) else ""
     extra: dict[str, Any] = {}

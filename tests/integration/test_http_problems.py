@@ -15,7 +15,8 @@ from chatcore.domain.errors import (
     RateLimited,
     Unauthenticated,
 )
-from entrypoints.problems import INTERNAL_ERROR, problem_for
+from chatcore.ports.errors import StoreUnavailable
+from entrypoints.problems import INTERNAL_ERROR, STORE_RETRY_AFTER_S, problem_for
 from tests.integration.test_http_support import bounded
 
 __all__ = ["bounded"]
@@ -55,3 +56,9 @@ def test_anything_else_is_a_generic_500() -> None:
 
 def test_not_found_never_says_why() -> None:
     assert problem_for(NotFound("chat")) == problem_for(NotFound("chat"))
+
+
+def test_an_unreachable_database_is_a_503_with_retry_after() -> None:
+    unavailable = problem_for(StoreUnavailable("connection refused"))
+    assert (unavailable.status, unavailable.headers["Retry-After"]) == (503, str(STORE_RETRY_AFTER_S))
+    assert "connection refused" not in unavailable.detail  # the driver's words stay in the log
