@@ -22,19 +22,29 @@ from chatcore.testing.contracts.security import (
     SessionsUnderTest,
 )
 from chatcore.testing.contracts.storage import StorageContract, StorageUnderTest
+from chatcore.testing.contracts.system import (
+    ClockContract,
+    IdGeneratorContract,
+    PasswordHasherContract,
+    TokenIssuerContract,
+)
 
 __all__ = [
+    "ClockContract",
     "EventBusContract",
     "FailureCounterContract",
     "FailuresUnderTest",
+    "IdGeneratorContract",
     "LimiterUnderTest",
     "MailerContract",
     "MailerUnderTest",
     "OneTimeTokenStoreContract",
     "OneTimeTokensUnderTest",
+    "PasswordHasherContract",
     "RateLimiterContract",
     "SessionStoreContract",
     "SessionsUnderTest",
     "StorageContract",
     "StorageUnderTest",
+    "TokenIssuerContract",
 ]

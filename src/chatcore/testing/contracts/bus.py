@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from chatcore.domain.events import ChatMemberAdded, EventRecord, ProfileUpdated
-from chatcore.ports.events import BusGap, EventBus, Subscription
+from chatcore.ports.events import EventBus, Signal, Subscription
 
 # Generous liveness bound for a networked bus; a correct in-process bus answers at once.
 DELIVERY_TIMEOUT_S = 5.0
@@ -27,7 +27,7 @@ async def take(sub: Subscription, count: int) -> list[EventRecord]:
 
     async def collect() -> None:
         async for r in sub:
-            if isinstance(r, BusGap):
+            if not isinstance(r, EventRecord):
                 continue  # a gap says "read the log"; this suite looks at records only
             got.append(r)
             if len(got) == count:
@@ -77,6 +77,29 @@ class EventBusContract:
         for sub in subs:
             assert [r.id for r in await take(sub, 1)] == ["s-1"]
             await sub.close()
+
+    async def test_a_signal_reaches_the_streams_watchers_only_and_is_no_record(self, bus: EventBus) -> None:
+        watching, other = bus.subscribe(["s"]), bus.subscribe(["t"])
+        await watching.ready()
+        await other.ready()
+        await bus.signal("s", b"typing")
+        await bus.publish([record("s", 1), record("t", 1)])
+
+        async def first_two(sub: Subscription) -> list[object]:
+            items: list[object] = []
+            async for item in sub:
+                items.append(item)
+                if len(items) == 2 or (sub is other and items):
+                    return items
+            return items
+
+        got = await asyncio.wait_for(first_two(watching), DELIVERY_TIMEOUT_S)
+        assert got[0] == Signal("s", b"typing")
+        assert isinstance(got[1], EventRecord) and got[1].id == "s-1"
+        seen = await asyncio.wait_for(first_two(other), DELIVERY_TIMEOUT_S)
+        assert [getattr(i, "id", i) for i in seen] == ["t-1"]  # no signal on a stream not watched
+        await watching.close()
+        await other.close()
 
     async def test_closing_ends_the_iteration(self, bus: EventBus) -> None:
         sub = bus.subscribe(["s"])
