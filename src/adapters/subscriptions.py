@@ -8,13 +8,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from chatcore.domain.events import EventRecord
-from chatcore.ports.events import GAP, BusGap
+from chatcore.ports.events import GAP, BusGap, Signal
 
 
 class QueuedSubscription:
     def __init__(self, max_queued: int) -> None:
         self.streams: set[str] = set()
-        self.queue: asyncio.Queue[EventRecord | BusGap | None] = asyncio.Queue(max_queued)
+        self.queue: asyncio.Queue[EventRecord | BusGap | Signal | None] = asyncio.Queue(max_queued)
         self.overflowed = False  # ever dropped a record (kept for diagnostics)
         self._gap_pending = False
         self.closed = False
@@ -25,6 +25,11 @@ class QueuedSubscription:
         except asyncio.QueueFull:
             self.overflowed = True
             self._gap_pending = True
+
+    def offer_signal(self, signal: Signal) -> None:
+        """Ephemeral: a full queue drops it, and no gap is owed (the log never had it)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(signal)
 
     def signal_gap(self) -> None:
         """Records may have been lost elsewhere (a reconnect): wake the reader with a gap."""
@@ -43,7 +48,7 @@ class QueuedSubscription:
     async def ready(self) -> None:
         return None
 
-    async def __aiter__(self) -> AsyncIterator[EventRecord | BusGap]:
+    async def __aiter__(self) -> AsyncIterator[EventRecord | BusGap | Signal]:
         while True:
             if self._gap_pending:
                 self._gap_pending = False

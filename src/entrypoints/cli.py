@@ -1,12 +1,22 @@
-"""The `chatcore` command: serve, init-db, create-user."""
+"""The `chatcore` command: serve, worker, init-db, create-user.
+
+Shutdown. `serve` runs on granian: on SIGTERM/SIGINT granian stops accepting connections and ends
+each worker's ASGI lifespan, where the runtime sets `Runtime.stopping` (long-lived connections
+end and tell their clients to reconnect and resume from their cursors), stops the relay sweep,
+publishes what is still pending in the outbox (bounded), then closes the database and the
+broker. `worker` does the same on SIGTERM/SIGINT: its consumers finish the entry in hand (an
+unacked entry is reclaimed by another worker anyway), the relay flushes, connections close.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from entrypoints.settings import Settings, SettingsError, load_settings
 
@@ -18,10 +28,14 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = settings.port if args.port is None else args.port
     workers = args.workers or settings.workers
-    if workers > 1:
-        # Sessions, rate limits and the event bus live in the process until shared adapters
-        # (Redis, a persistent session store) are wired in: one worker sees every session.
-        raise SettingsError("CHATCORE_WORKERS: only 1 worker is supported by this build")
+    if workers > 1 and not settings.broker_url:
+        # Each worker process is an instance: without a shared broker a message sent through one
+        # would not wake the long-polls and sockets of another, and rate limits would be per process.
+        raise SettingsError(
+            "CHATCORE_WORKERS: more than 1 worker needs a shared broker; set CHATCORE_BROKER_URL=redis://…"
+        )
+    if workers > 1 and settings.database_backend == "memory":
+        raise SettingsError("CHATCORE_WORKERS: the memory database lives in one process; use 1 worker")
     from entrypoints.container import build_container
 
     build_container(settings).runtime()  # refuses unsupported adapters now, not in the worker
@@ -43,6 +57,62 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         websockets=True,
     )
     server.serve()
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.database_backend == "memory":
+        raise SettingsError("CHATCORE_DATABASE_URL: a worker cannot share a memory database with a server")
+    extra = [_load_consumer(spec) for spec in args.consumer or []]
+    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    return asyncio.run(_run_worker(settings, name, extra, args.notifications))
+
+
+def _load_consumer(spec: str) -> tuple[str, Any]:
+    """`GROUP=package.module:factory` -> (group, factory); the factory gets the Runtime."""
+    group, _, target = spec.partition("=")
+    module_name, _, attribute = target.partition(":")
+    if not group or not module_name or not attribute:
+        raise SettingsError(f"--consumer: write GROUP=package.module:factory, not {spec!r}")
+    import importlib
+
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise SettingsError(f"--consumer: cannot load {target!r}: {exc}") from None
+    return group, factory
+
+
+async def _run_worker(
+    settings: Settings, name: str, extra: list[tuple[str, Any]], notifications: bool
+) -> int:
+    import signal
+
+    from entrypoints.container import build_container, worker_jobs
+    from entrypoints.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with build_container(settings).runtime(role="worker") as runtime:
+        handlers = [(group, factory(runtime)) for group, factory in extra]
+        plan = worker_jobs(runtime, consumer=name, extra=handlers)
+        jobs = [(label, job) for label, job in plan.jobs if notifications or label != "notifications"]
+        relay = "relaying the outbox to Redis" if runtime.broker is not None else "no broker, no relay"
+        labels = ", ".join(label for label, _ in jobs) or "no consumers"
+        print(f"chatcore worker {name}: {relay}; {labels}", file=sys.stderr, flush=True)
+        for note in plan.notes:
+            print(f"chatcore worker: {note}", file=sys.stderr, flush=True)
+        if runtime.broker is None and not jobs:
+            print("chatcore worker: nothing to run without CHATCORE_BROKER_URL", file=sys.stderr)
+            return 1
+        async with asyncio.TaskGroup() as tasks:
+            for label, job in jobs:
+                tasks.create_task(job(stop), name=f"chatcore-worker {label}")
+            await stop.wait()
+        print(f"chatcore worker {name}: stopping", file=sys.stderr, flush=True)
     return 0
 
 
@@ -79,6 +149,23 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind (CHATCORE_PORT)")
     serve.add_argument("--workers", type=int, help="worker processes (CHATCORE_WORKERS)")
     serve.set_defaults(run=_serve)
+    worker = commands.add_parser(
+        "worker", help="relay the outbox to Redis and run the durable consumers (notifications)"
+    )
+    worker.add_argument("--name", help="consumer name in the stream groups (default: host-pid)")
+    worker.add_argument(
+        "--consumer",
+        action="append",
+        metavar="GROUP=module:factory",
+        help="also run a stream consumer group; factory(runtime) returns an async handler(record)",
+    )
+    worker.add_argument(
+        "--no-notifications",
+        dest="notifications",
+        action="store_false",
+        help="do not run the notification worker",
+    )
+    worker.set_defaults(run=_worker)
     init_db = commands.add_parser("init-db", help="create or upgrade the database schema")
     init_db.set_defaults(run=_init_db)
     create_user = commands.add_parser("create-user", help="create a user (operators)")

@@ -27,6 +27,7 @@ CONFIG_VAR = "CHATCORE_CONFIG"
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
 
 
 class SettingsError(Exception):
@@ -41,12 +42,33 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Public base URL of this server: links in mails are built from it, never from `Host`.
     public_url: str = DEFAULT_PUBLIC_URL
     cors_origins: list[str] = []
+    # Real-time transport (`/v1/ws`). Browser origins allowed to open a WebSocket; empty means the
+    # origin of public_url only. A request without Origin needs the Authorization header.
+    allowed_origins: list[str] = []
+    ws_max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 65_536
+    ws_frames_per_minute: Positive = 100  # sustained client frames per socket (a token bucket)
+    ws_burst: Positive = 20  # frames above the rate; as many refused frames in a row close it
+    ws_max_sockets_per_user: Positive = 10  # per process
+    ws_send_queue_frames: Positive = 1000  # unsent frames per socket before it must resume
+    ws_send_queue_bytes: Positive = 1024 * 1024
+    ws_send_timeout_s: PositiveSeconds = 10.0  # one send blocked this long: the client is stalled
+    ws_heartbeat_s: PositiveSeconds = 30.0  # a heartbeat frame after this long without sending
+    ws_ping_interval_s: PositiveSeconds = 20.0  # a silent client is asked to answer after this
+    ws_ping_timeout_s: PositiveSeconds = 20.0  # ... and closed when it does not within this
     # Whole request body, per request; larger bodies get 413 before any handler runs.
     max_request_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     # Storage and infrastructure. Empty means the embedded default.
     data_dir: str = "./chatcore-data"
     database_url: str = ""  # "" = SQLite file in data_dir; "memory://"; "sqlite:///path"
     broker_url: str = ""  # "" = in-process event bus
+    # Redis keys and Pub/Sub channels start with this: deployments sharing one Redis differ here.
+    broker_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "chatcore:"
+    # The outbox relay: a sweep every relay_interval_s publishes what the publish after each commit
+    # could not (broker down); failed sweeps back off up to relay_backoff_max_s.
+    relay_interval_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    relay_backoff_max_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    # `chatcore worker`: stream entries a dead worker left unacked are taken over after this.
+    stream_claim_idle_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
     smtp_url: str = ""  # "" = folder mailer writing .eml files into data_dir
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Signing/HMAC key material (hex, >= 32 bytes). Empty: generated on first run and kept
@@ -85,7 +107,7 @@ _NESTED = {
     "auth": frozenset(AuthSettings.__struct_fields__) - {"public_url"},
 }
 _LIMIT_FIELDS = _NESTED["limits"]
-_LIST_FIELDS = frozenset({"cors_origins"})
+_LIST_FIELDS = frozenset({"cors_origins", "allowed_origins"})
 _TOP_FIELDS = frozenset(Settings.__struct_fields__) - set(_NESTED)
 
 
@@ -173,6 +195,9 @@ def _check(settings: Settings) -> None:
     for origin in settings.cors_origins:
         if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
             raise SettingsError(f"CHATCORE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
+    for origin in settings.allowed_origins:
+        if not re.match(r"^https?://[^/\s]+$", origin):
+            raise SettingsError(f"CHATCORE_ALLOWED_ORIGINS: {origin!r} is not an origin (scheme://host)")
     if settings.secret_key:
         try:
             key = bytes.fromhex(settings.secret_key)

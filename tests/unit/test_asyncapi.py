@@ -41,7 +41,7 @@ def test_every_frame_and_event_type_has_a_schema_and_refs_resolve() -> None:
 
 def test_the_client_frame_schema_names_the_discriminator_of_every_frame() -> None:
     mapping = _doc()["components"]["schemas"]["ClientFrame"]["discriminator"]["mapping"]
-    assert set(mapping) == {"send", "edit", "delete", "read", "ping"}
+    assert set(mapping) == {"send", "edit", "delete", "read", "ping", "typing", "reauth"}
     frame = msgspec.json.decode(b'{"type":"send","id":"1","chat_id":"c","body":"hi"}', type=AnyClientFrame)
     assert isinstance(frame, SendFrame)
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 
 from adapters.subscriptions import QueuedSubscription
 from chatcore.domain.events import EventRecord
+from chatcore.ports.events import Signal
 
 
 class MemorySubscription(QueuedSubscription):
@@ -36,6 +37,12 @@ class MemoryEventBus:
             for sub in list(self.subscriptions):
                 if not keys.isdisjoint(sub.streams):
                     sub.offer(record)
+
+    async def signal(self, stream_id: str, payload: bytes) -> None:
+        signal = Signal(stream_id, payload)
+        for sub in list(self.subscriptions):
+            if stream_id in sub.streams:
+                sub.offer_signal(signal)
 
     def subscribe(self, stream_ids: Iterable[str]) -> MemorySubscription:
         sub = MemorySubscription(self, stream_ids, self._max_queued)

@@ -15,6 +15,10 @@ a confirmed channel (then that channel brought it already): each subscription ge
 once, like the in-process bus. Queues are bounded; a full one drops the record and sets
 `overflowed`, and the reader must catch up from the log.
 
+Signals. An ephemeral `Signal` (typing) goes on its stream's channel with `SIGNAL_MARK` before
+its payload: a record is JSON and never starts with that byte, so a reader tells them apart.
+Signals are never written to a stream or the log, and a full queue drops them without a gap.
+
 Publish-after-subscribe. `publish` first waits (up to `settle_timeout_s`) until Redis confirmed
 every channel a local subscription asked for, so a record published after `subscribe()` in the
 same process reaches it. Across processes the bus is a hint: see below.
@@ -46,10 +50,14 @@ from adapters.redis.codec import decode_record, encode_record, record_keys
 from adapters.redis.connection import redis_client
 from adapters.subscriptions import QueuedSubscription
 from chatcore.domain.events import EventRecord
+from chatcore.ports.events import Signal
 
 _log = logging.getLogger(__name__)
 
 ResyncCallback = Callable[[], None]
+
+# Starts a signal's message on a channel; a JSON record never does.
+SIGNAL_MARK = b"\x00"
 
 # Channels per SUBSCRIBE/UNSUBSCRIBE command: keeps each command a reasonable size.
 _CHANNELS_PER_COMMAND = 1000
@@ -194,6 +202,12 @@ class RedisEventBus:
 
     async def publish(self, records: Sequence[EventRecord]) -> None:
         await self.publish_encoded([(r, encode_record(r)) for r in records])
+
+    async def signal(self, stream_id: str, payload: bytes) -> None:
+        if self._publisher is None:
+            raise RuntimeError("RedisEventBus.start() was not called")
+        await self._settle()
+        await self._publisher.publish(self._channel(stream_id), SIGNAL_MARK + payload)
 
     async def publish_encoded(self, encoded: Sequence[tuple[EventRecord, bytes]]) -> None:
         """Publish records already encoded with `codec.encode_record` (shared with the stream)."""
@@ -353,6 +367,11 @@ class RedisEventBus:
     def _dispatch(self, key: str, payload: bytes) -> None:
         watchers = self._watchers.get(key)
         if not watchers:
+            return
+        if payload[:1] == SIGNAL_MARK:  # one channel per signal: each watcher gets it once
+            signal = Signal(key, payload[1:])
+            for sub in list(watchers):
+                sub.offer_signal(signal)
             return
         try:
             record = decode_record(payload)

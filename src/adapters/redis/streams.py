@@ -80,6 +80,9 @@ class StreamingBus:
         await self.stream.append_encoded(encoded)
         await self.live.publish_encoded(encoded)
 
+    async def signal(self, stream_id: str, payload: bytes) -> None:
+        await self.live.signal(stream_id, payload)  # ephemeral: live only, never in the stream
+
     def subscribe(
         self, stream_ids: Iterable[str], *, on_resync: ResyncCallback | None = None
     ) -> RedisSubscription:

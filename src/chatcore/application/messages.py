@@ -173,3 +173,19 @@ class MarkRead(UseCase):
             return ReadMarkerView(chat_id=chat.id, seq=marker.seq, unread_count=unread)
 
         return await self.transaction(work)
+
+
+class SignalTyping(UseCase):
+    """May the actor say they are typing in this chat? The same rule as sending a message.
+
+    Typing is ephemeral: nothing is stored or logged, so this only asks the domain; the caller
+    puts the signal on the bus. Returns the chat's stream id.
+    """
+
+    async def __call__(self, actor: str, chat_id: str) -> str:
+        async def work(uow: UnitOfWork) -> str:
+            chat, group = await load_chat(uow, chat_id)
+            authorize(actor, chat, group, Permission.SEND_MESSAGES)
+            return chat.id
+
+        return await self.read(work)

@@ -5,6 +5,9 @@ says "something happened": when its record is the next one of a stream the clien
 it is delivered at once (the fast path); anything else — a gap, a new chat, a dropped wake-up —
 sends the session back to the log. So every event is delivered once and in order, whatever
 the bus loses or repeats.
+
+Typing is the exception: an ephemeral bus `Signal` on the chat's stream, never logged, turned
+into a `TypingNotice` for the chat's other members while it is fresh, and lost if the bus drops it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,17 @@ from chatcore.application.messages import (
     EditMessageCommand,
     MarkReadCommand,
     SendMessageCommand,
+    SignalTyping,
 )
 from chatcore.application.service import ChatService
 from chatcore.application.updates import Batch, GetUpdates
 from chatcore.application.views import MessageView, ReadMarkerView
+from chatcore.domain.errors import InvalidInput
 from chatcore.domain.events import EventRecord, SessionsRevoked, visibility_change
-from chatcore.ports.events import BusGap, EventBus, Subscription
+from chatcore.ports.events import BusGap, EventBus, Signal, Subscription
+
+# How long a typing notice holds unless renewed: clients resend `typing` more often than this.
+TYPING_TTL_MS = 6000
 
 
 class CloseCode(IntEnum):
@@ -71,7 +79,19 @@ class PingFrame(ClientFrame, frozen=True, kw_only=True, tag="ping"):
     pass
 
 
-AnyClientFrame = SendFrame | EditFrame | DeleteFrame | ReadFrame | PingFrame
+class TypingFrame(ClientFrame, frozen=True, kw_only=True, tag="typing"):
+    """The user is typing in a chat (needs the right to send there); ephemeral, never stored."""
+
+    chat_id: str
+
+
+class ReauthFrame(ClientFrame, frozen=True, kw_only=True, tag="reauth"):
+    """A fresh access token of the same user: the connection then lives until its expiry."""
+
+    token: str
+
+
+AnyClientFrame = SendFrame | EditFrame | DeleteFrame | ReadFrame | PingFrame | TypingFrame | ReauthFrame
 
 
 # -- frames the server sends ----------------------------------------------------------------
@@ -111,10 +131,25 @@ class ResyncFrame(ServerFrame, frozen=True, kw_only=True, tag="resync"):
 
 
 class HeartbeatFrame(ServerFrame, frozen=True, kw_only=True, tag="heartbeat"):
-    pass
+    # Set when the client has been silent: answer with any frame (a `ping`) within this many ms,
+    # or the connection is taken for dead and closed.
+    reply_within_ms: int | None = None
 
 
-AnyServerFrame = AckFrame | ErrorFrame | EventFrame | ResyncFrame | HeartbeatFrame
+class TypingNotice(ServerFrame, frozen=True, kw_only=True, tag="typing"):
+    """Another member is typing in a chat; forget it after `expires_in_ms` unless renewed."""
+
+    chat_id: str
+    user_id: str
+    expires_in_ms: int
+
+
+AnyServerFrame = AckFrame | ErrorFrame | EventFrame | ResyncFrame | HeartbeatFrame | TypingNotice
+
+
+class _TypingSignal(msgspec.Struct, frozen=True, array_like=True):
+    user_id: str
+    at_ms: int  # when it was sent (the core's clock): a late delivery is dropped, not shown
 
 
 class RealtimeSession:
@@ -137,9 +172,10 @@ class RealtimeSession:
         self._positions: dict[str, int] = {}
         self._more = False
         self._subscription: Subscription | None = None
-        self._wake_ups: AsyncIterator[EventRecord | BusGap] | None = None
+        self._wake_ups: AsyncIterator[EventRecord | BusGap | Signal] | None = None
         self._watched: set[str] = set()
         self._batch_size = service.deps.limits.max_updates_per_page
+        self._may_type = SignalTyping(service.deps)
 
     @property
     def cursor(self) -> str:
@@ -167,6 +203,8 @@ class RealtimeSession:
             return await self._catch_up()
         assert self._wake_ups is not None, "open() first"
         record = await anext(self._wake_ups)
+        if isinstance(record, Signal):
+            return self._typing_notice(record)
         if isinstance(record, BusGap):
             return await self._catch_up()  # the bus lost something: the log has it
         position = self._positions.get(record.stream_id)
@@ -178,6 +216,26 @@ class RealtimeSession:
 
     async def _catch_up(self) -> list[AnyServerFrame]:
         return self._apply(await self._updates.read_after(self.actor, self._positions, self._batch_size))
+
+    def _now_ms(self) -> int:
+        return int(self._service.deps.clock.now().timestamp() * 1000)
+
+    def _typing_notice(self, signal: Signal) -> list[AnyServerFrame]:
+        # Only for a chat being read (a visible stream), never the actor's own, never stale.
+        if signal.stream_id not in self._positions or signal.stream_id == self.actor:
+            return []
+        try:
+            typing = msgspec.json.decode(signal.payload, type=_TypingSignal)
+        except msgspec.DecodeError:
+            return []
+        left = TYPING_TTL_MS - (self._now_ms() - typing.at_ms)
+        if typing.user_id == self.actor or left <= 0:
+            return []
+        return [
+            TypingNotice(
+                chat_id=signal.stream_id, user_id=typing.user_id, expires_in_ms=min(left, TYPING_TTL_MS)
+            )
+        ]
 
     def _deliver(self, record: EventRecord) -> EventFrame:
         self._positions[record.stream_id] = record.seq
@@ -237,3 +295,10 @@ class RealtimeSession:
                 return AckFrame(id=frame.id, read_marker=marker)
             case PingFrame():
                 return AckFrame(id=frame.id)
+            case TypingFrame():
+                stream = await self._may_type(actor, frame.chat_id)
+                typing = _TypingSignal(user_id=actor, at_ms=self._now_ms())
+                await self._bus.signal(stream, msgspec.json.encode(typing))
+                return AckFrame(id=frame.id)
+            case ReauthFrame():
+                raise InvalidInput("type", "reauth is answered by the transport, which checks the token")

@@ -20,7 +20,7 @@ import msgspec
 from chatcore.application.common import Deps, UseCase
 from chatcore.domain.errors import InvalidInput, LimitExceeded
 from chatcore.domain.events import EventRecord, visibility_change
-from chatcore.ports.events import EventBus
+from chatcore.ports.events import EventBus, Signal
 from chatcore.ports.unit_of_work import EventLog, UnitOfWork
 
 _CURSOR_VERSION = 1
@@ -221,9 +221,11 @@ class WaitForUpdates(UseCase):
                 if remaining <= 0:
                     break
                 try:
-                    await asyncio.wait_for(anext(wake_ups), remaining)
+                    wake_up = await asyncio.wait_for(anext(wake_ups), remaining)
                 except (TimeoutError, StopAsyncIteration):
                     break
+                if isinstance(wake_up, Signal):
+                    continue  # typing is for live sockets; the log has nothing new
                 page = await self._get_updates(actor, cursor, limit)
             return page
         finally:

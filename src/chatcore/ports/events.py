@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Final, Protocol
 
+import msgspec
+
 from chatcore.domain.events import EventRecord
 
 
@@ -19,6 +21,15 @@ class BusGap:
 GAP: Final = BusGap()
 
 
+class Signal(msgspec.Struct, frozen=True):
+    """An ephemeral notice on a stream (typing): delivered live to its watchers, or not at all.
+
+    Never written to the log and never replayed; a full queue drops it without a gap."""
+
+    stream_id: str
+    payload: bytes
+
+
 class Subscription(Protocol):
     def watch(self, stream_ids: Iterable[str]) -> None: ...
     def unwatch(self, stream_ids: Iterable[str]) -> None: ...
@@ -26,7 +37,7 @@ class Subscription(Protocol):
         """Return once a record published now, by any instance, would reach this subscription."""
         ...
 
-    def __aiter__(self) -> AsyncIterator[EventRecord | BusGap]: ...
+    def __aiter__(self) -> AsyncIterator[EventRecord | BusGap | Signal]: ...
     async def close(self) -> None: ...
 
 
@@ -35,4 +46,8 @@ class EventBus(Protocol):
     def subscribe(self, stream_ids: Iterable[str]) -> Subscription:
         """Receive records published after this call whose stream, or one of whose `event.wakes`,
         is watched."""
+        ...
+
+    async def signal(self, stream_id: str, payload: bytes) -> None:
+        """Offer an ephemeral `Signal` to the current watchers of `stream_id`, best effort."""
         ...

@@ -1,0 +1,313 @@
+"""`/v1/ws` over a real socket: `chatcore serve` (granian) in a child process, the `websockets` client.
+
+What only a real server shows: HTTP statuses of refused handshakes, the 101's headers (no
+compression), backpressure from a client that stops reading, and concurrency across REST and WS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from chatcore.application.realtime import CloseCode
+from tests.integration.test_http_server_process import (
+    CHATCORE,
+    PASSWORD,
+    START_TIMEOUT_S,
+    Server,
+    _free_port,
+    _stop,
+)
+from tests.integration.test_ws_support import bounded
+
+__all__ = ["bounded"]
+
+pytestmark = pytest.mark.slow
+
+ORIGIN = "https://app.example"
+
+
+@pytest.fixture
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    """`chatcore serve` with the allow-listed origin and the test's CHATCORE_* settings."""
+    env = {"CHATCORE_ALLOWED_ORIGINS": ORIGIN, **getattr(request, "param", {})}
+    running = _start_with_env(tmp_path, env)
+    try:
+        yield running
+    finally:
+        _stop(running.process)
+
+
+def _start_with_env(workdir: Path, extra: dict[str, str]) -> Server:
+    """Like the HTTP suite's `_start` (which drops every CHATCORE_* variable), plus `extra`."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")} | extra
+    log = workdir / f"server-{port}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(CHATCORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return Server(url, workdir / "chatcore-data", process, log)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    _stop(process)
+    raise AssertionError(f"server did not answer /healthz in {START_TIMEOUT_S} s: {log.read_text()}")
+
+
+def account(server: Server, name: str) -> tuple[str, str]:
+    """(user id, access token) of a newly registered user."""
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        email = f"{name}@example.com"
+        r = client.post(
+            "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": name}
+        )
+        assert r.status_code == 202, r.text
+        token = client.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).json()[
+            "access_token"
+        ]
+        me = client.get("/v1/users/me", headers={"Authorization": f"Bearer {token}"}).json()
+        return me["id"], token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def ws_url(server: Server, query: str = "") -> str:
+    return server.url.replace("http://", "ws://") + "/v1/ws" + query
+
+
+def make_chat(server: Server, token: str, *member_ids: str) -> str:
+    r = httpx.post(
+        server.url + "/v1/chats",
+        json={"title": "t", "member_ids": list(member_ids)},
+        headers=bearer(token),
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def refused_status(url: str, **kwargs: Any) -> int:
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(url, open_timeout=5, **kwargs):
+            pass
+    return caught.value.response.status_code
+
+
+async def read_events_until_closed(ws: ClientConnection, into: list[dict[str, Any]]) -> int:
+    """Collect event frames until the server closes; the close code."""
+    try:
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame["type"] == "event":
+                into.append(frame)
+    except ConnectionClosed:
+        pass
+    assert ws.close_code is not None
+    return ws.close_code
+
+
+def test_handshake_statuses_and_no_compression(server: Server) -> None:
+    _, token = account(server, "ann")
+
+    async def scenario() -> None:
+        url = ws_url(server)
+        assert (
+            await refused_status(url, additional_headers={**bearer(token), "Origin": "https://evil.example"})
+            == 403
+        )
+        assert await refused_status(url) == 403  # no Origin and no header: not even a browser
+        assert await refused_status(url, additional_headers={"Origin": ORIGIN}) == 401
+        assert await refused_status(url, additional_headers={"Authorization": "Bearer eyJforged.x.y"}) == 401
+        assert (
+            await refused_status(ws_url(server, f"?access_token={token}"), additional_headers=bearer(token))
+            == 401
+        )
+        assert await refused_status(ws_url(server, "?cursor=nope"), additional_headers=bearer(token)) == 422
+        # An allowed origin with the browser's subprotocol auth: 101, chatcore.v1 echoed, and no
+        # permessage-deflate although the client offers it (the websockets client does by default).
+        protocols: Any = ["chatcore.v1", f"chatcore.bearer.{token}"]
+        async with connect(url, subprotocols=protocols, additional_headers={"Origin": ORIGIN}) as ws:
+            assert ws.response.status_code == 101
+            assert ws.subprotocol == "chatcore.v1"
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            await ws.send(json.dumps({"type": "ping", "id": "p"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["id"] == "p"
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert "eyJ" not in server.log.read_text()
+
+
+def is_post(frame: dict[str, Any]) -> bool:
+    return bool(frame["record"]["event"]["type"] == "message.posted")
+
+
+def index(frame: dict[str, Any]) -> int:
+    return int(frame["record"]["event"]["body"][:5])
+
+
+BIG = 50_000  # chars per message: a few MB in flight fill granian's buffers with few events
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        {
+            "CHATCORE_MAX_MESSAGE_CHARS": str(BIG),
+            "CHATCORE_MAX_REQUEST_BODY_BYTES": "131072",
+            "CHATCORE_WS_SEND_QUEUE_FRAMES": "10",
+        }
+    ],
+    indirect=True,
+)
+def test_a_stalled_consumer_is_closed_with_4000_and_resumes_without_gaps(server: Server) -> None:
+    _, ann = account(server, "ann")
+    bob_id, bob = account(server, "bob")
+    carl_id, carl = account(server, "carl")
+    chat = make_chat(server, ann, bob_id, carl_id)
+    count = 150
+
+    async def scenario() -> None:
+        # Bob's socket takes little from the network and his client stops reading.
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+        raw.setblocking(False)
+        stalled = await connect(ws_url(server), sock=raw, additional_headers=bearer(bob), max_queue=1)
+        healthy = await connect(ws_url(server), additional_headers=bearer(carl), max_size=None)
+        carl_got: list[dict[str, Any]] = []
+
+        async def carl_reads() -> None:
+            async for message in healthy:
+                frame = json.loads(message)
+                if frame["type"] == "event" and frame["record"]["event"]["type"] == "message.posted":
+                    carl_got.append(frame)
+                    if len(carl_got) == count:
+                        return
+
+        reader = asyncio.create_task(carl_reads())
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+            for i in range(count):
+                r = await client.post(
+                    f"/v1/chats/{chat}/messages",
+                    json={"body": f"{i:05d}" + "x" * (BIG - 5)},
+                    headers=bearer(ann),
+                )
+                assert r.status_code == 201
+        await asyncio.wait_for(reader, 20)
+        assert [index(f) for f in carl_got] == list(range(count))  # every event, in order
+        await healthy.close()
+
+        # Bob reads again: what was in flight, then the resume code.
+        bob_got: list[dict[str, Any]] = []
+        code = await asyncio.wait_for(read_events_until_closed(stalled, bob_got), 20)
+        assert code == CloseCode.RESUME_FROM_CURSOR
+        assert len(bob_got) < count
+        seqs = [f["record"]["seq"] for f in bob_got if f["record"]["stream_id"] == chat]
+        posted = [index(f) for f in bob_got if is_post(f)]
+        assert posted == list(range(len(posted)))
+        # ... and resumes from the last cursor he received: the rest, once, in order.
+        cursor = bob_got[-1]["cursor"]
+        async with connect(
+            ws_url(server, f"?cursor={cursor}"), additional_headers=bearer(bob), max_size=None
+        ) as again:
+            while True:
+                frame = json.loads(await asyncio.wait_for(again.recv(), 10))
+                if frame["type"] == "event" and frame["record"]["stream_id"] == chat:
+                    seqs.append(frame["record"]["seq"])
+                    if is_post(frame):
+                        posted.append(index(frame))
+                if len(posted) == count:
+                    break
+        assert posted == list(range(count))  # every message once, in order
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # the chat's events: 0 gaps, 0 duplicates
+
+    asyncio.run(asyncio.wait_for(scenario(), 28))
+
+
+@pytest.mark.parametrize(
+    "server", [{"CHATCORE_WS_FRAMES_PER_MINUTE": "6000", "CHATCORE_WS_BURST": "50"}], indirect=True
+)
+def test_50_concurrent_duplicates_over_rest_and_ws_store_one(server: Server) -> None:
+    _, ann = account(server, "ann")
+    chat = make_chat(server, ann)
+    body = {"body": "once", "client_msg_id": "dup-1"}
+
+    async def scenario() -> None:
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=20) as client,
+            connect(ws_url(server), additional_headers=bearer(ann)) as ws,
+        ):
+
+            async def rest() -> tuple[int, str, int]:
+                r = await client.post(f"/v1/chats/{chat}/messages", json=body, headers=bearer(ann))
+                m = r.json()
+                return r.status_code, m["id"], m["seq"]
+
+            for i in range(25):
+                await ws.send(json.dumps({"type": "send", "id": f"w{i}", "chat_id": chat, **body}))
+            replies = await asyncio.gather(*(rest() for _ in range(25)))
+            acks: list[dict[str, Any]] = []
+            while len(acks) < 25:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if frame["type"] in ("ack", "error"):
+                    acks.append(frame)
+            assert all(a["type"] == "ack" for a in acks), acks
+            created = [s for s, _, _ in replies if s == 201] + [a for a in acks if a["created"]]
+            assert len(created) == 1
+            assert {s for s, _, _ in replies} <= {200, 201}
+            ids = {(i, seq) for _, i, seq in replies} | {
+                (a["message"]["id"], a["message"]["seq"]) for a in acks
+            }
+            assert len(ids) == 1 and next(iter(ids))[1] == 1
+            page = (await client.get(f"/v1/chats/{chat}/messages", headers=bearer(ann))).json()
+            assert len(page["messages"]) == 1
+            other = await client.post(
+                f"/v1/chats/{chat}/messages", json={**body, "body": "different"}, headers=bearer(ann)
+            )
+            assert other.status_code == 422
+
+    asyncio.run(asyncio.wait_for(scenario(), 25))
+
+
+@pytest.mark.parametrize(
+    "server", [{"CHATCORE_WS_PING_INTERVAL_S": "0.2", "CHATCORE_WS_PING_TIMEOUT_S": "0.2"}], indirect=True
+)
+def test_a_client_that_stops_answering_is_closed_within_1_s(server: Server) -> None:
+    _, token = account(server, "ann")
+
+    async def scenario() -> None:
+        async with connect(ws_url(server), additional_headers=bearer(token)) as ws:
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 2)  # never answers the heartbeat's ask
+            assert ws.close_code == CloseCode.POLICY
+            assert time.monotonic() - started <= 1.0
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
