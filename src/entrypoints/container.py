@@ -329,7 +329,9 @@ def _runtime(
     )
     # The kit's own `committed` publishes inline and fails the request when the bus does; ours
     # never fails it (the records stay pending for the sweep).
-    deps: Deps = replace(core.service.deps, committed=relay.after_commit)
+    limiter = broker.limiter if broker is not None else MemoryRateLimiter(clock)
+    # The same limiter throttles logins and sends, so instances sharing Redis share buckets.
+    deps: Deps = replace(core.service.deps, committed=relay.after_commit, limiter=limiter)
     service = ChatService(deps)
     # Subscribers listen to the live bus; the relay publishes through the kit's bus.
     bus: EventBus = broker.live if broker is not None else core.bus
@@ -340,7 +342,6 @@ def _runtime(
         broker_up = broker is None or broker.live.connected
         return broker_up and await storage_ready()
 
-    limiter = broker.limiter if broker is not None else MemoryRateLimiter(clock)
     return Runtime(
         settings=settings,
         service=service,

@@ -471,3 +471,20 @@ def test_fifty_concurrent_duplicate_sends_store_one_message(api: Api) -> None:
     assert statuses == [200] * 49 + [201]
     assert len({(r.json()["id"], r.json()["seq"]) for r in responses}) == 1
     assert [m["seq"] for m in api.client.get(url, headers=alice.headers).json()["messages"]] == [1]
+
+
+def test_the_21st_message_of_a_burst_is_throttled_and_retries_are_not(api: Api) -> None:
+    alice = api.user("alice")
+    chat = api.client.post("/v1/chats", json={"title": "Burst"}, headers=alice.headers).headers["location"]
+    burst = api.runtime.settings.limits.send_burst
+    for i in range(burst):
+        r = api.client.post(
+            chat + "/messages", json={"body": f"m{i}", "client_msg_id": f"k{i}"}, headers=alice.headers
+        )
+        assert r.status_code == 201
+    again = api.client.post(
+        chat + "/messages", json={"body": "m0", "client_msg_id": "k0"}, headers=alice.headers
+    )
+    assert again.status_code == 200  # a retry is answered, not throttled
+    refused = api.client.post(chat + "/messages", json={"body": "one more"}, headers=alice.headers)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1

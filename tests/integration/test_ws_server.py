@@ -181,6 +181,8 @@ BIG = 50_000  # chars per message: a few MB in flight fill granian's buffers wit
             "CHATCORE_MAX_MESSAGE_CHARS": str(BIG),
             "CHATCORE_MAX_REQUEST_BODY_BYTES": "131072",
             "CHATCORE_WS_SEND_QUEUE_FRAMES": "10",
+            # The flood is the point of this test: lift the per-user send rate.
+            "CHATCORE_SEND_BURST": "1000",
         }
     ],
     indirect=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import msgspec
 
@@ -33,11 +33,26 @@ async def _ignore(records: Sequence[EventRecord]) -> None:
 
 
 class UseRates(msgspec.Struct, frozen=True, kw_only=True):
-    """Per-user token buckets on the flows worth abusing (SECURITY.md R2)."""
+    """The token buckets the use cases take from, built from the Limits settings."""
 
-    send: RateRule = RateRule(name="send", burst=20, per_second=5.0)
-    create_chat: RateRule = RateRule(name="create_chat", burst=20, per_second=20 / 3600)
-    invite: RateRule = RateRule(name="invite", burst=50, per_second=50 / 3600)
+    send: RateRule
+    create_chat: RateRule
+    invite: RateRule
+
+    @classmethod
+    def of(cls, limits: Limits) -> UseRates:
+        hourly = 1 / 3600
+        return cls(
+            send=RateRule(name="send", burst=limits.send_burst, per_second=limits.sends_per_second),
+            create_chat=RateRule(
+                name="create_chat",
+                burst=limits.chats_created_per_hour,
+                per_second=limits.chats_created_per_hour * hourly,
+            ),
+            invite=RateRule(
+                name="invite", burst=limits.invites_per_hour, per_second=limits.invites_per_hour * hourly
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +67,10 @@ class Deps:
     committed: Callable[[Sequence[EventRecord]], Awaitable[None]] = _ignore
     # No limiter: no rate limits (tests, trusted embedders).
     limiter: RateLimiter | None = None
-    rates: UseRates = field(default_factory=UseRates)
+
+    @property
+    def rates(self) -> UseRates:
+        return UseRates.of(self.limits)
 
 
 class UseCase:

@@ -26,8 +26,6 @@ class SendMessage(UseCase):
     """Post a message. A retry with the same client_msg_id returns the original, storing nothing."""
 
     async def __call__(self, cmd: SendMessageCommand) -> SendResult:
-        await self.throttle(cmd.actor, self.deps.rates.send)
-
         async def work(uow: UnitOfWork) -> SendResult:
             chat, group = await load_chat(uow, cmd.chat_id)
             if cmd.client_msg_id is not None:
@@ -39,6 +37,8 @@ class SendMessage(UseCase):
                             "client_msg_id", "client_msg_id was already used for another message"
                         )
                     return SendResult(message=MessageView.of(earlier), created=False)
+            # Only a new message takes a token: retries of a sent one are answered, not throttled.
+            await self.throttle(cmd.actor, self.deps.rates.send)
             message, event = Message.post(
                 message_id=self.deps.ids.new_id(),
                 chat=chat,

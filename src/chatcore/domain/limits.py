@@ -25,3 +25,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_updates_per_page: int = 500
     max_cursor_chars: int = 32_768
     max_long_poll_s: int = 45
+    # Per-user rates (token buckets) on the flows worth abusing (SECURITY.md R2).
+    sends_per_second: float = 5.0
+    send_burst: int = 20
+    chats_created_per_hour: int = 20
+    invites_per_hour: int = 50
