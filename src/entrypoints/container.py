@@ -46,6 +46,7 @@ from adapters.security.jwt_tokens import JwtTokenIssuer
 from adapters.system import SystemClock, UlidGenerator
 from chatcore.application.auth import AuthService
 from chatcore.application.common import Deps
+from chatcore.application.notifications import Unsubscribe
 from chatcore.application.relay import OutboxRelay
 from chatcore.application.service import ChatService
 from chatcore.application.updates import CursorCodec, GetUpdates, WaitForUpdates
@@ -245,6 +246,8 @@ class Runtime:
     bus: EventBus
     updates: GetUpdates
     wait_for_updates: WaitForUpdates
+    # Turns a notification off from the signed link in a mail (no login).
+    unsubscribe: Unsubscribe
     # The outbox relay of this process (publish after commit + retrying sweep).
     relay: RelayLoop | None = None
     # Redis, when configured (CHATCORE_BROKER_URL): several instances share it.
@@ -335,7 +338,9 @@ def _runtime(
     service = ChatService(deps)
     # Subscribers listen to the live bus; the relay publishes through the kit's bus.
     bus: EventBus = broker.live if broker is not None else core.bus
-    codec = CursorCodec(_derive(secret_key(settings), b"chatcore cursors"), settings.limits.max_cursor_chars)
+    # One key per runtime (the memory backend draws a fresh one each call), one derived key per job.
+    key = secret_key(settings)
+    codec = CursorCodec(_derive(key, b"chatcore cursors"), settings.limits.max_cursor_chars)
     updates = GetUpdates(deps, core.log, codec)
 
     async def ready() -> bool:
@@ -345,7 +350,7 @@ def _runtime(
     return Runtime(
         settings=settings,
         service=service,
-        auth=_auth(settings, deps, clock, stores, limiter),
+        auth=_auth(settings, deps, clock, stores, limiter, key),
         clock=clock,
         ready=ready,
         core=core,
@@ -353,6 +358,7 @@ def _runtime(
         bus=bus,
         updates=updates,
         wait_for_updates=WaitForUpdates(deps, updates, bus),
+        unsubscribe=Unsubscribe(deps, unsubscribe_key=_derive(key, b"chatcore unsubscribe")),
         relay=relay,
         broker=broker,
         storage_ready=storage_ready,
@@ -360,9 +366,8 @@ def _runtime(
 
 
 def _auth(
-    settings: Settings, deps: Deps, clock: Clock, stores: AuthStores, limiter: RateLimiter
+    settings: Settings, deps: Deps, clock: Clock, stores: AuthStores, limiter: RateLimiter, key: bytes
 ) -> AuthService:
-    key = secret_key(settings)
     # Separate keys for separate jobs, derived from the one secret.
     signing = _derive(key, b"chatcore access tokens")
     return AuthService(

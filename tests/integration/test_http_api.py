@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from chatcore.application.notifications import NotificationKind, UnsubscribeTokens
 from chatcore.domain.errors import RateLimited
+from entrypoints.container import _derive
 from tests.integration.test_http_support import Api, api, assert_problem, bounded, memory_settings, serve
 
 __all__ = ["api", "bounded"]
@@ -344,7 +346,7 @@ def test_health_readiness_and_schema(api: Api) -> None:
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert api.client.get("/schema/swagger").status_code == 200
     assert api.client.get("/schema").status_code == 200
-    public = {"/healthz", "/readyz"}
+    public = {"/healthz", "/readyz", "/v1/notifications/unsubscribe"}
     for path, operations in schema["paths"].items():
         if path.startswith("/schema"):
             continue
@@ -488,3 +490,20 @@ def test_the_21st_message_of_a_burst_is_throttled_and_retries_are_not(api: Api) 
     assert again.status_code == 200  # a retry is answered, not throttled
     refused = api.client.post(chat + "/messages", json={"body": "one more"}, headers=alice.headers)
     assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+
+
+def test_an_unsubscribe_link_turns_its_kind_of_mail_off_without_a_login(tmp_path: Path) -> None:
+    key = bytes(range(32))
+    token = UnsubscribeTokens(_derive(key, b"chatcore unsubscribe"))
+    with serve(memory_settings(tmp_path, secret_key=key.hex())) as api:
+        alice = api.user("alice")
+        link = token.issue(alice.id, NotificationKind.MISSED_MESSAGES)
+        tampered = link[:-2] + ("AA" if not link.endswith("AA") else "BB")
+        assert_problem(api.client.post("/v1/notifications/unsubscribe", json={"token": tampered}), 422)
+        assert api.client.get("/v1/users/me", headers=alice.headers).json()["notify_missed_messages"] is True
+        done = api.client.post("/v1/notifications/unsubscribe", json={"token": link})
+        assert done.status_code == 200, done.text
+        assert done.json() == {"kind": NotificationKind.MISSED_MESSAGES.value}
+        me = api.client.get("/v1/users/me", headers=alice.headers).json()
+        assert (me["notify_missed_messages"], me["notify_added"]) == (False, True)
+        assert api.client.get("/v1/notifications/unsubscribe", params={"token": link}).status_code == 405

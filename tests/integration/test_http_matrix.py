@@ -291,6 +291,7 @@ PUBLIC: set[tuple[str, str]] = {
             "password-reset/confirm",
         )
     },
+    ("POST", "/v1/notifications/unsubscribe"),  # the signed token is the credential
 }
 
 

@@ -19,6 +19,7 @@ from entrypoints.http.guards import authenticated, require_json_body
 from entrypoints.http.health import healthz, readyz
 from entrypoints.http.messages import MessageController
 from entrypoints.http.middleware import request_id_middleware
+from entrypoints.http.notifications import unsubscribe
 from entrypoints.http.openapi import document_problems, handlers_of, openapi_config
 from entrypoints.http.realtime import ROUTES as REALTIME_ROUTES
 from entrypoints.http.users import UserController
@@ -34,6 +35,7 @@ def route_handlers() -> list[Any]:
         GroupController,
         ChatController,
         MessageController,
+        unsubscribe,
         *REALTIME_ROUTES,  # /v1/ws, /v1/updates, /schema/asyncapi.json
     ]
 
