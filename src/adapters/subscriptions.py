@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 from chatcore.domain.events import EventRecord
 from chatcore.ports.events import GAP, BusGap, Signal
@@ -18,6 +17,7 @@ class QueuedSubscription:
         self.overflowed = False  # ever dropped a record (kept for diagnostics)
         self._gap_pending = False
         self.closed = False
+        self._ended = False  # the end marker was read: iteration is over
 
     def offer(self, record: EventRecord) -> None:
         try:
@@ -48,18 +48,23 @@ class QueuedSubscription:
     async def ready(self) -> None:
         return None
 
-    async def __aiter__(self) -> AsyncIterator[EventRecord | BusGap | Signal]:
-        while True:
+    def __aiter__(self) -> QueuedSubscription:
+        return self
+
+    async def __anext__(self) -> EventRecord | BusGap | Signal:
+        """The next item. A plain coroutine over the queue, so a reader may cancel a wait
+        (a timeout) and call again without losing its place or ending the subscription."""
+        while not self._ended:
             if self._gap_pending:
                 self._gap_pending = False
-                yield GAP
-                continue
+                return GAP
             item = await self.queue.get()
             if item is None:
-                return
-            if isinstance(item, BusGap):
+                self._ended = True
+            elif isinstance(item, BusGap):
                 if self._gap_pending:  # not yet reported
                     self._gap_pending = False
-                    yield GAP
-                continue
-            yield item
+                    return GAP
+            else:
+                return item
+        raise StopAsyncIteration

@@ -1,7 +1,10 @@
-"""Delivery through the cursor, under random sends, joins, removals, polls and lost responses.
+"""Delivery through the cursor, under random sends, joins, removals, polls, lost responses, and
+live connections that open, read, time out and drop.
 
 Each client polls with the last cursor it acknowledged; some responses are "lost" (the client
-never sees them and asks again with its old cursor). Whatever happens, what each client
+never sees them and asks again with its old cursor). A client may also hold a live connection
+(the WebSocket session): frames it read move the client's cursor, a dropped connection loses
+what it had not handed over, and a reconnect resumes from the cursor. Whatever happens, what each client
 accepted is exactly the log of the streams it could see: in order, no gap, no duplicate, and
 nothing from a stream while it was outside.
 """
@@ -20,6 +23,7 @@ from adapters.memory.kit import memory_core
 from chatcore.application.chats import ChatMemberCommand, CreateGroupChatCommand
 from chatcore.application.messages import SendMessageCommand
 from chatcore.application.profiles import CreateUserCommand
+from chatcore.application.realtime import AnyServerFrame, EventFrame, RealtimeSession, ResyncFrame
 from chatcore.application.updates import CursorCodec, GetUpdates
 from chatcore.domain.errors import DomainError
 from chatcore.domain.events import EventRecord, visibility_change
@@ -39,12 +43,15 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.cursor: dict[str, str] = {}
         self.start: dict[str, dict[str, int]] = {}
         self.accepted: dict[str, list[EventRecord]] = defaultdict(list)
+        self.sockets: dict[str, RealtimeSession] = {}
 
     def run[T](self, coro: object) -> T:
         return self.loop.run_until_complete(coro)  # type: ignore[arg-type,no-any-return]
 
     def teardown(self) -> None:
         try:
+            for session in self.sockets.values():
+                self.run(session.close())
             if self.users:
                 self.drain_and_check()
         finally:
@@ -98,11 +105,49 @@ class DeliveryMachine(RuleBasedStateMachine):
     @rule(user=st.integers(0, USERS - 1), limit=st.integers(1, 5), lost=st.booleans())
     def poll(self, user: int, limit: int, lost: bool) -> None:
         client = self.users[user]
+        if client in self.sockets:
+            return  # one channel at a time: a connected client reads its socket
         page = self.run(self.get(client, self.cursor[client], limit))
         assert page.resync_required == []  # nothing is pruned here
         if not lost:
             self.accepted[client].extend(page.events)
             self.cursor[client] = page.cursor
+
+    # -- clients on a live connection (the WebSocket session, without its transport) ---------
+
+    @rule(user=st.integers(0, USERS - 1))
+    def connect(self, user: int) -> None:
+        """Open a connection resuming from the last cursor the client kept."""
+        client = self.users[user]
+        if client not in self.sockets:
+            session = RealtimeSession(client, self.core.service, self.get, self.core.bus)
+            self.accept(client, self.run(session.open(self.cursor[client])))
+            self.sockets[client] = session
+
+    @rule(user=st.integers(0, USERS - 1))
+    def receive(self, user: int) -> None:
+        """Read what the connection has now; the last wait times out (and is cancelled)."""
+        session = self.sockets.get(self.users[user])
+        while session is not None:
+            try:
+                frames = self.run(asyncio.wait_for(session.next_frames(), 0.005))
+            except TimeoutError:
+                return
+            self.accept(self.users[user], frames)
+
+    @rule(user=st.integers(0, USERS - 1))
+    def drop(self, user: int) -> None:
+        """The connection dies; frames it had not handed over are lost with it."""
+        session = self.sockets.pop(self.users[user], None)
+        if session is not None:
+            self.run(session.close())
+
+    def accept(self, client: str, frames: list[AnyServerFrame]) -> None:
+        for frame in frames:
+            assert not isinstance(frame, ResyncFrame)  # nothing is pruned here
+            if isinstance(frame, EventFrame):
+                self.accepted[client].append(frame.record)
+                self.cursor[client] = frame.cursor
 
     @precondition(lambda self: bool(self.users))
     @invariant()

@@ -191,6 +191,8 @@ class RealtimeSession:
         self._wake_ups = aiter(self._subscription)
         if positions is None:
             return self._apply(await self._updates.start(self.actor))
+        # Frames carry the cursor after them: it must start from the client's own positions.
+        self._positions = dict(positions)
         return self._apply(await self._updates.read_after(self.actor, positions, self._batch_size))
 
     async def close(self) -> None:
@@ -208,11 +210,11 @@ class RealtimeSession:
         if isinstance(record, BusGap):
             return await self._catch_up()  # the bus lost something: the log has it
         position = self._positions.get(record.stream_id)
-        if position is not None and record.seq <= position:
-            return []  # already delivered: the bus repeats itself after reconnects
-        if position is not None and record.seq == position + 1:
+        if position is not None and record.seq <= abs(position):
+            return []  # already read past it: the bus repeats itself after reconnects
+        if position is not None and position >= 0 and record.seq == position + 1:
             return [self._deliver(record)]
-        return await self._catch_up()
+        return await self._catch_up()  # a gap, a new stream, or one the actor may be back in
 
     async def _catch_up(self) -> list[AnyServerFrame]:
         return self._apply(await self._updates.read_after(self.actor, self._positions, self._batch_size))
@@ -243,7 +245,7 @@ class RealtimeSession:
         if isinstance(event, SessionsRevoked) and self.session_id is not None and event.ends(self.session_id):
             self.ended = True
         if visibility_change(record.event, self.actor) is False:
-            del self._positions[record.stream_id]
+            self._positions[record.stream_id] = -record.seq  # shut out here; see GetUpdates
             self._watch()
         return EventFrame(cursor=self.cursor, record=record)
 
@@ -258,7 +260,7 @@ class RealtimeSession:
     def _watch(self) -> None:
         """Wake-ups for the streams being read, and for the actor (joins arrive there first)."""
         assert self._subscription is not None
-        wanted = {*self._positions, self.actor}
+        wanted = {s for s, p in self._positions.items() if p >= 0} | {self.actor}
         self._subscription.unwatch(self._watched - wanted)
         self._subscription.watch(wanted - self._watched)
         self._watched = wanted

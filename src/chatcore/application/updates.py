@@ -28,6 +28,15 @@ _MAC_BYTES = 16
 # A cursor decompresses to at most this many bytes: no zip bomb gets through.
 _MAX_CURSOR_PAYLOAD = 1 << 20
 _JOIN_SEARCH_PAGE = 100
+# Streams the actor was shut out of stay in the cursor (to catch a later return), up to this
+# many; beyond it the oldest are forgotten, and a return to one starts at its latest join.
+MAX_REMEMBERED_EXITS = 64
+
+
+def _forget_oldest_exits(positions: dict[str, int], current: set[str]) -> None:
+    exits = sorted(s for s, p in positions.items() if p < 0 and s not in current)
+    for stream in exits[: max(0, len(exits) - MAX_REMEMBERED_EXITS)]:  # ids sort by creation
+        del positions[stream]
 
 
 class CursorCodec:
@@ -145,20 +154,25 @@ class GetUpdates(UseCase):
             has_more |= outcome.more
             if outcome.gap:
                 resync.append(stream)
-            if outcome.keep:
-                next_positions[stream] = outcome.position
+            next_positions[stream] = outcome.position
+        _forget_oldest_exits(next_positions, current)
         return Batch(events=events, positions=next_positions, resync_required=resync, has_more=has_more)
 
-    async def _read_stream(self, actor: str, stream: str, after: int | None, budget: int) -> _StreamRead:
-        # A stream in the cursor was visible where the cursor stopped; the actor's own always is.
-        visible = after is not None or stream == actor
-        if after is None:
+    async def _read_stream(self, actor: str, stream: str, position: int | None, budget: int) -> _StreamRead:
+        # A position p >= 0: the actor saw the stream up to p. A position -p: the actor was shut
+        # out at p; reading goes on from there, delivering again from the next event letting
+        # them back in, so no window of membership between two reads is skipped.
+        visible = (position is not None and position >= 0) or stream == actor
+        if position is None:
             join = None if visible else await self._join_point(actor, stream)
             after, visible = (join, False) if join is not None else (await self._log.last_seq(stream), True)
+        else:
+            after = abs(position)
         records = await self._log.read(stream, after_seq=after, limit=budget + 1)
         if records and records[0].seq != after + 1:
             # The log no longer holds what the client missed: say so rather than leave a gap.
-            return _StreamRead([], await self._log.last_seq(stream), more=False, gap=True, keep=True)
+            last = await self._log.last_seq(stream)
+            return _StreamRead([], last if visible else -last, more=False, gap=True)
         more = len(records) > budget
         delivered = []
         for record in records[:budget]:
@@ -169,9 +183,7 @@ class GetUpdates(UseCase):
             if change is False:
                 visible = False
             after = record.seq
-        # A stream the actor was shut out of leaves the cursor even when the page stopped early:
-        # resuming from a position inside it would read it as visible again.
-        return _StreamRead(delivered, after, more=more, gap=False, keep=visible)
+        return _StreamRead(delivered, after if visible else -after, more=more, gap=False)
 
     async def _join_point(self, actor: str, stream: str) -> int | None:
         """Just before the latest event that let the actor into a stream new to their cursor."""
@@ -189,10 +201,9 @@ class GetUpdates(UseCase):
 
 class _StreamRead(msgspec.Struct, frozen=True):
     delivered: list[EventRecord]
-    position: int
+    position: int  # negative: shut out at that seq
     more: bool
     gap: bool
-    keep: bool  # whether the stream stays in the cursor (False once the actor was shut out)
 
 
 class WaitForUpdates(UseCase):
