@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, delete, get, patch, post, put
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from chatcore.application.chats import (
@@ -21,6 +21,7 @@ from entrypoints.http.guards import requires
 from entrypoints.http.schemas import (
     ChatList,
     CreateChatRequest,
+    JSONBody,
     ReadMarkerRequest,
     RenameChatRequest,
     UserRefRequest,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, delete, get, patch, post, put
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from chatcore.application.groups import (
@@ -24,6 +24,7 @@ from entrypoints.http.schemas import (
     DefineRoleRequest,
     EditRoleRequest,
     GroupList,
+    JSONBody,
     RoleList,
     UpdateGroupRequest,
     UserRefRequest,

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Response
 from litestar.connection import ASGIConnection, Request
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.routes import HTTPRoute
 from litestar.types import Guard
 
 from chatcore.application.common import load_chat, load_group
@@ -77,13 +79,30 @@ def requires(permission: Permission) -> Guard:
 JSON_TYPES = ("application/json",)
 
 
-async def require_json_body(request: Request[Any, Any, Any]) -> None:
-    """before_request hook: a route that reads a body accepts JSON only (415 otherwise)."""
+def _allow_response(request: Request[Any, Any, Any]) -> Response[None]:
+    """OPTIONS with every method of the path. Litestar 2's generated OPTIONS handler keeps the
+    methods of the first handler registered on a path only (litestar#4169, fixed in v3), so the
+    answer is built here from the final route that holds the handler."""
     handler = request.route_handler
+    methods = next(
+        (r.methods for r in request.app.routes if isinstance(r, HTTPRoute) and handler in r.route_handlers),
+        {"OPTIONS"},
+    )
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+
+async def require_json_body(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """before_request hook: a route that reads a body accepts JSON only (415 otherwise).
+
+    It also answers the generated OPTIONS handlers with the path's full `Allow` (see above)."""
+    handler = request.route_handler
+    if request.method == "OPTIONS" and handler.handler_name == "options_handler":
+        return _allow_response(request)
     if "data" not in handler.parsed_fn_signature.parameters:
-        return
+        return None
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type not in JSON_TYPES and not (
         media_type.startswith("application/") and media_type.endswith("+json")
     ):
         raise HTTPException(status_code=415, detail="the request body must be application/json")
+    return None

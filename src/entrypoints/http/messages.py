@@ -6,7 +6,7 @@ from typing import Annotated
 
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from chatcore.application.messages import EditMessageCommand, ListMessagesQuery, SendMessageCommand
@@ -14,10 +14,14 @@ from chatcore.application.views import MessagePage, MessageView
 from chatcore.domain.permissions import Permission
 from entrypoints.http.deps import Actor, Service
 from entrypoints.http.guards import requires
-from entrypoints.http.schemas import EditHistory, EditMessageRequest, SendMessageRequest
+from entrypoints.http.schemas import EditHistory, EditMessageRequest, JSONBody, SendMessageRequest
 
 MESSAGE = "/{seq:int}"
-Cursor = Annotated[int | None, Parameter(ge=0, description="a message seq (exclusive)")]
+# Seqs run from 1 to MAX_SEQ, the largest integer every JSON client reads exactly; outside that a
+# path or cursor is a 422 here, never an overflow in a 64-bit database column.
+MAX_SEQ = 2**53 - 1
+Cursor = Annotated[int | None, Parameter(ge=0, le=MAX_SEQ, description="a message seq (exclusive)")]
+Seq = Annotated[int, Parameter(ge=1, le=MAX_SEQ, description="the message's seq in its chat (from 1)")]
 
 P = Permission
 
@@ -70,7 +74,7 @@ class MessageController(Controller):
 
     @get(MESSAGE, guards=[requires(P.READ_CHAT)])
     async def get_message(
-        self, service: Service, actor: Actor, chat_id: FromPath[str], seq: FromPath[int]
+        self, service: Service, actor: Actor, chat_id: FromPath[str], seq: Seq
     ) -> MessageView:
         """One message; a deleted one answers 410 Gone."""
         return await service.get_message(actor, chat_id, seq)
@@ -81,7 +85,7 @@ class MessageController(Controller):
         service: Service,
         actor: Actor,
         chat_id: FromPath[str],
-        seq: FromPath[int],
+        seq: Seq,
         data: JSONBody[EditMessageRequest],
     ) -> MessageView:
         return await service.edit_message(
@@ -90,13 +94,11 @@ class MessageController(Controller):
 
     @get(MESSAGE + "/history", guards=[requires(P.READ_CHAT)])
     async def get_edit_history(
-        self, service: Service, actor: Actor, chat_id: FromPath[str], seq: FromPath[int]
+        self, service: Service, actor: Actor, chat_id: FromPath[str], seq: Seq
     ) -> EditHistory:
         return EditHistory(edits=await service.get_edit_history(actor, chat_id, seq))
 
     # Own or any: which one applies depends on the author, so the domain decides past visibility.
     @delete(MESSAGE, guards=[requires(P.READ_CHAT)], status_code=HTTP_204_NO_CONTENT)
-    async def delete_message(
-        self, service: Service, actor: Actor, chat_id: FromPath[str], seq: FromPath[int]
-    ) -> None:
+    async def delete_message(self, service: Service, actor: Actor, chat_id: FromPath[str], seq: Seq) -> None:
         await service.delete_message(actor, chat_id, seq)

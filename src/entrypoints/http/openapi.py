@@ -37,12 +37,21 @@ def _spec(status: int) -> ResponseSpec:
     )
 
 
+# Public routes that check a credential of their own (a password, a refresh token, a mailed code
+# or link) and answer 401 when it is wrong.
+_CHECKS_CREDENTIAL = frozenset(
+    ("login", "refresh", "verify_email_code", "verify_email_link", "verify_email", "reset_password")
+)
+
+
 def document_problems(handler: HTTPRouteHandler) -> None:
     """Add the error responses and security requirement of one operation (idempotent)."""
     statuses = {422, 429}
     if not is_public(handler):
         statuses |= {401, 403, 404, 409}
         handler.security = [{"bearer": []}]
+    elif handler.handler_name in _CHECKS_CREDENTIAL:
+        statuses.add(401)
     if "data" in inspect.signature(handler.fn).parameters:
         statuses |= {400, 413, 415}
     if handler.handler_name in ("get_message", "get_edit_history", "edit_message", "delete_message"):
@@ -57,7 +66,8 @@ def openapi_config() -> OpenAPIConfig:
         description="Chat backend REST API. Errors are RFC 9457 application/problem+json.",
         path=SCHEMA_PATH,
         render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
-        openapi_router=Router(SCHEMA_PATH, route_handlers=[], opt={PUBLIC: True}),
+        # The documentation pages are not API operations: keep them out of the document itself.
+        openapi_router=Router(SCHEMA_PATH, route_handlers=[], opt={PUBLIC: True}, include_in_schema=False),
         components=Components(
             security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
         ),

@@ -7,7 +7,11 @@ one is a 422, never a silent write. Responses are the application's result Struc
 
 from __future__ import annotations
 
+from typing import Annotated, TypeAlias, TypeVar
+
 import msgspec
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
 
 from chatcore.application.views import (
     ChatSummary,
@@ -19,6 +23,15 @@ from chatcore.application.views import (
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
+
+
+T = TypeVar("T")
+
+# A JSON request body (litestar's `JSONBody`) whose OpenAPI schema says what decoding does: a
+# field the type does not name is refused (`additionalProperties: false`).
+JSONBody: TypeAlias = Annotated[  # noqa: UP040 - litestar reads the Annotated metadata
+    T, Body(media_type=RequestEncodingType.JSON, schema_extra={"additionalProperties": False})
+]
 
 
 # -- users ----------------------------------------------------------------------------------

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from litestar import Controller, get, patch
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath
 
 from chatcore.application.profiles import UpdateProfileCommand
 from chatcore.application.views import ProfileView, PublicProfileView
 from entrypoints.http.deps import Actor, Service
-from entrypoints.http.schemas import UpdateProfileRequest
+from entrypoints.http.schemas import JSONBody, UpdateProfileRequest
 
 
 class UserController(Controller):
