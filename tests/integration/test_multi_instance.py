@@ -10,6 +10,8 @@ the message is sent through A: only the Redis fan-out can wake it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import socket
@@ -26,6 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from tests.integration.fixtures.redis import RedisServer
 
@@ -255,6 +258,30 @@ def test_a_message_sent_through_a_reaches_a_client_of_b(
         # B reads the same database: the message is there with its seq.
         page = on_b.get(chat_url + "/messages", headers=headers).json()
         assert [(m["seq"], m["body"]) for m in page["messages"]] == [(1, "hello from A")]
+
+
+def test_a_websocket_client_on_b_receives_a_message_sent_through_a(
+    workdir: Path, spawned: list[subprocess.Popen[bytes]], redis_url: str, redis_prefix: str
+) -> None:
+    a, b, _ = _two_instances(workdir, spawned, redis_url, redis_prefix)
+    with httpx.Client(base_url=a.url, timeout=10) as on_a:
+        headers = register_and_login(on_a, f"u{uuid.uuid4().hex[:8]}@example.com")
+        _, chat_url = _chat(on_a, headers)
+        wait_until("both instances ready", lambda: ready_status(a) == ready_status(b) == 200, 10)
+
+        async def listen_on_b_while_a_sends() -> str:
+            url = b.url.replace("http", "ws", 1) + "/v1/ws"
+            async with websockets.connect(url, additional_headers=headers) as ws:
+                await asyncio.sleep(0.3)  # the subscription settles on B's bus
+                sent = await asyncio.to_thread(_send, on_a, chat_url, headers, "over the socket")
+                assert sent.status_code == 201
+                async with asyncio.timeout(10):
+                    while True:
+                        frame = json.loads(await ws.recv())
+                        if frame["type"] == "event" and (body := _body(frame["record"])) is not None:
+                            return body
+
+        assert asyncio.run(listen_on_b_while_a_sends()) == "over the socket"
 
 
 def test_sends_survive_a_redis_outage_and_clients_converge_after_it(
