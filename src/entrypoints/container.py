@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from dependency_injector import containers, providers
 
 from adapters.mail_folder import FolderMailer
+from adapters.memory.presence import MemoryPresence
 from adapters.memory.rate_limit import MemoryRateLimiter
 from adapters.memory.security import MemoryFailureCounter, MemoryOneTimeTokenStore, MemorySessionStore
 from adapters.security.argon2_hasher import Argon2PasswordHasher
@@ -47,12 +48,14 @@ from adapters.system import SystemClock, UlidGenerator
 from chatcore.application.auth import AuthService
 from chatcore.application.common import Deps
 from chatcore.application.notifications import Unsubscribe
+from chatcore.application.presence import GetChatPresence
 from chatcore.application.relay import OutboxRelay
 from chatcore.application.service import ChatService
 from chatcore.application.updates import CursorCodec, GetUpdates, WaitForUpdates
 from chatcore.domain.events import EventRecord
 from chatcore.ports.events import EventBus
 from chatcore.ports.mail import Mailer
+from chatcore.ports.presence import Presence
 from chatcore.ports.rate_limit import RateLimiter
 from chatcore.ports.security import FailureCounter, OneTimeTokenStore, SessionStore
 from chatcore.ports.system import Clock, IdGenerator
@@ -248,6 +251,9 @@ class Runtime:
     wait_for_updates: WaitForUpdates
     # Turns a notification off from the signed link in a mail (no login).
     unsubscribe: Unsubscribe
+    # Who is online: live connections touch it, the server expires it.
+    presence: Presence
+    chat_presence: GetChatPresence
     # The outbox relay of this process (publish after commit + retrying sweep).
     relay: RelayLoop | None = None
     # Redis, when configured (CHATCORE_BROKER_URL): several instances share it.
@@ -315,6 +321,14 @@ class AuthStores:
     failures: FailureCounter
 
 
+def _presence(settings: Settings, clock: Clock, broker: Broker | None) -> Presence:
+    if broker is None:
+        return MemoryPresence(clock)
+    from adapters.redis.presence import RedisPresence
+
+    return RedisPresence(broker.client, prefix=settings.broker_prefix)
+
+
 def _runtime(
     settings: Settings,
     core: Any,
@@ -338,6 +352,7 @@ def _runtime(
     service = ChatService(deps)
     # Subscribers listen to the live bus; the relay publishes through the kit's bus.
     bus: EventBus = broker.live if broker is not None else core.bus
+    presence = _presence(settings, clock, broker)
     # One key per runtime (the memory backend draws a fresh one each call), one derived key per job.
     key = secret_key(settings)
     codec = CursorCodec(_derive(key, b"chatcore cursors"), settings.limits.max_cursor_chars)
@@ -359,6 +374,8 @@ def _runtime(
         updates=updates,
         wait_for_updates=WaitForUpdates(deps, updates, bus),
         unsubscribe=Unsubscribe(deps, unsubscribe_key=_derive(key, b"chatcore unsubscribe")),
+        presence=presence,
+        chat_presence=GetChatPresence(deps, presence),
         relay=relay,
         broker=broker,
         storage_ready=storage_ready,

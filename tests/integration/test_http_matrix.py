@@ -210,6 +210,9 @@ MATRIX: dict[tuple[str, str], Case] = {
         None, None, 201, lambda w: ("/v1/chats/direct", {"user_id": w.users["member2"].id})
     ),
     ("GET", "/v1/chats/{chat_id:str}"): Case("chat", P.READ_CHAT, 200, lambda w: (c(w), None)),
+    ("GET", "/v1/chats/{chat_id:str}/presence"): Case(
+        "chat", P.READ_CHAT, 200, lambda w: (c(w) + "/presence", None)
+    ),
     ("PATCH", "/v1/chats/{chat_id:str}"): Case(
         "chat", P.EDIT_CHAT_INFO, 200, lambda w: (c(w), {"title": "renamed"})
     ),

@@ -448,3 +448,16 @@ def test_a_silent_client_is_asked_to_answer_then_closed(tmp_path: Path) -> None:
             assert any(f.get("reply_within_ms") == 200 for f in got)
             send(alive, type="ping", id="last")
             assert recv_until(alive, "ack")["id"] in ("pong", "last")
+
+
+def test_an_open_socket_shows_its_user_online_to_chat_members_only(api: Api) -> None:
+    alice, bob, eve = api.user("alice"), api.user("bob"), api.user("eve")
+    chat_id = chat_of(api, alice, bob)
+    presence = f"/v1/chats/{chat_id}/presence"
+    assert api.client.get(presence, headers=alice.headers).json()["online"] == []
+    with connect(api, bob) as ws:
+        ws.send_text(json.dumps({"type": "ping", "id": "p"}))
+        assert recv(ws)["type"] == "ack"  # the connection is up and running
+        online = api.client.get(presence, headers=alice.headers).json()
+        assert online == {"chat_id": chat_id, "online": [bob.id]}
+        assert api.client.get(presence, headers=eve.headers).status_code == 404

@@ -8,7 +8,11 @@ that set whose own key expired are dropped as they are found.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
+
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 
 class RedisPresence:
@@ -29,7 +33,9 @@ class RedisPresence:
         return f"{self._prefix}typists:{chat_id}"
 
     async def touch(self, user_id: str) -> None:
-        await self._client.set(self._online(user_id), 1, ex=self._online_ttl_s)
+        # Presence is a courtesy: with Redis away a user shows offline, nothing fails.
+        with contextlib.suppress(RedisError):
+            await self._client.set(self._online(user_id), 1, ex=self._online_ttl_s)
 
     async def go_offline(self, user_id: str) -> None:
         await self._client.delete(self._online(user_id))
@@ -37,10 +43,13 @@ class RedisPresence:
     async def is_online(self, user_id: str) -> bool:
         return bool(await self._client.exists(self._online(user_id)))
 
-    async def online_among(self, user_ids: list[str]) -> set[str]:
+    async def online_among(self, user_ids: Sequence[str]) -> set[str]:
         if not user_ids:
             return set()
-        values = await self._client.mget([self._online(u) for u in user_ids])
+        try:
+            values = await self._client.mget([self._online(u) for u in user_ids])
+        except RedisError:
+            return set()
         return {u for u, v in zip(user_ids, values, strict=True) if v is not None}
 
     async def start_typing(self, chat_id: str, user_id: str) -> None:

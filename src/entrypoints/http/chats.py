@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, delete, get, patch, post, put
+from typing import Any
+
+from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -14,10 +16,11 @@ from chatcore.application.chats import (
     RenameChatCommand,
 )
 from chatcore.application.messages import MarkReadCommand
+from chatcore.application.presence import ChatPresence
 from chatcore.application.views import ChatView, ReadMarkerView
 from chatcore.domain.permissions import Permission
 from entrypoints.http.deps import Actor, Service
-from entrypoints.http.guards import requires
+from entrypoints.http.guards import requires, runtime_of
 from entrypoints.http.schemas import (
     ChatList,
     CreateChatRequest,
@@ -75,6 +78,13 @@ class ChatController(Controller):
     @get(CHAT, guards=[requires(P.READ_CHAT)])
     async def get_chat(self, service: Service, actor: Actor, chat_id: FromPath[str]) -> ChatView:
         return await service.get_chat(actor, chat_id)
+
+    @get(CHAT + "/presence", guards=[requires(P.READ_CHAT)])
+    async def chat_presence(
+        self, request: Request[Any, Any, Any], actor: Actor, chat_id: FromPath[str]
+    ) -> ChatPresence:
+        """Which members have a live connection (expired by the server a minute after the last)."""
+        return await runtime_of(request).chat_presence(actor, chat_id)
 
     @patch(CHAT, guards=[requires(P.EDIT_CHAT_INFO)])
     async def rename_chat(

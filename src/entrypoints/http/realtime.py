@@ -209,6 +209,10 @@ def _decode_error(data: str | bytes, exc: msgspec.MsgspecError) -> ErrorFrame:
     return error_frame(frame_id, InvalidInput(field, message.split(" - at ")[0]))
 
 
+# How often an open socket renews its user's presence (the presence TTL is 60 s).
+PRESENCE_TOUCH_S = 20.0
+
+
 class Connection:
     """One accepted socket: a reader, a producer (the session's frames), a writer and a timer."""
 
@@ -228,6 +232,7 @@ class Connection:
         now = time.monotonic()
         self._last_received = self._last_sent = now
         self._ping_sent_at: float | None = None
+        self._last_touch = now
         self._sending_since: float | None = None
         self._close: tuple[int, str] | None = None
         self._peer_gone = False
@@ -239,6 +244,8 @@ class Connection:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self, first: list[AnyServerFrame]) -> None:
+        await self._runtime.presence.touch(self._session.actor)
+        self._last_touch = time.monotonic()
         workers = [
             asyncio.create_task(self._guard(self._read())),
             asyncio.create_task(self._guard(self._produce(first))),
@@ -379,6 +386,10 @@ class Connection:
             if self._sending_since is not None and now - self._sending_since > settings.ws_send_timeout_s:
                 self.close(CloseCode.RESUME_FROM_CURSOR, "send stalled: resume from your cursor")
                 return
+            if now - self._last_touch >= PRESENCE_TOUCH_S:
+                # An open socket keeps its user online; the server expires them once it closes.
+                self._last_touch = now
+                await self._runtime.presence.touch(self._session.actor)
             if self._runtime.clock.now() >= self._expires_at:
                 self.close(CloseCode.POLICY, "the access token expired: reconnect or send reauth in time")
                 return
