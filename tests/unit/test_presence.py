@@ -21,7 +21,9 @@ async def test_a_user_is_online_until_the_ttl_passes_without_a_touch() -> None:
         (await core.service.create_user(CreateUserCommand(email=f"{n}@example.com", display_name=n))).id
         for n in ("ann", "bob", "eve")
     )
-    chat = await core.service.create_group_chat(CreateGroupChatCommand(actor=ann, title="t", member_ids=[bob]))
+    chat = await core.service.create_group_chat(
+        CreateGroupChatCommand(actor=ann, title="t", member_ids=[bob])
+    )
     see = GetChatPresence(core.service.deps, presence)
 
     await presence.touch(bob)
