@@ -17,10 +17,10 @@ async def test_a_user_is_online_until_the_ttl_passes_without_a_touch() -> None:
     clock = FakeClock()
     core = memory_core(clock=clock)
     presence = MemoryPresence(clock, online_ttl_s=60)
-    ann, bob, eve = (
+    ann, bob, eve = [
         (await core.service.create_user(CreateUserCommand(email=f"{n}@example.com", display_name=n))).id
         for n in ("ann", "bob", "eve")
-    )
+    ]
     chat = await core.service.create_group_chat(
         CreateGroupChatCommand(actor=ann, title="t", member_ids=[bob])
     )
