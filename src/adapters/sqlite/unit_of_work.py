@@ -88,7 +88,12 @@ class SqliteUnitOfWork:
         self._events = []
         self._forget()
         try:
-            if self._touched:
+            if self._touched and exc_type is None:
+                # Left without a commit (a read): end its transaction without waiting for that.
+                # The writer runs one call at a time, in order: the rollback runs after this
+                # unit's statements and before anything the next holder of the turn runs.
+                self._db.queue_on_writer(rollback)
+            elif self._touched:
                 # Queued behind any statement still running, so it undoes that one too.
                 await self._db.on_writer(rollback)
         finally:
