@@ -251,6 +251,8 @@ class Runtime:
     wait_for_updates: WaitForUpdates
     # Turns a notification off from the signed link in a mail (no login).
     unsubscribe: Unsubscribe
+    # Outgoing mail; with SMTP, a spool and the sender that empties it.
+    mail: MailOut
     # Who is online: live connections touch it, the server expires it.
     presence: Presence
     chat_presence: GetChatPresence
@@ -300,16 +302,30 @@ def secret_key(settings: Settings) -> bytes:
     return key
 
 
-def _mailer(settings: Settings, clock: Clock) -> Mailer:
-    if settings.smtp_url:
-        from adapters.smtp.mailer import SmtpMailer
-        from adapters.smtp.settings import parse_smtp_url
+@dataclass(frozen=True)
+class MailOut:
+    """Where mail goes: `mailer` for the core; `sender`, when set, must run to deliver it."""
 
-        try:
-            return SmtpMailer(parse_smtp_url(settings.smtp_url), clock=clock)
-        except ValueError as exc:
-            raise SettingsError(f"CHATCORE_SMTP_URL: {exc}") from None
-    return FolderMailer(Path(settings.data_dir) / "mail", clock=clock)
+    mailer: Mailer
+    sender: Any = None  # adapters.smtp.queue.MailSender with SMTP configured
+
+
+def _mail_out(settings: Settings, clock: Clock) -> MailOut:
+    """SMTP mail goes through a durable spool (an outage delays it, loses nothing); without SMTP,
+    each mail becomes an `.eml` file in the data directory."""
+    if not settings.smtp_url:
+        return MailOut(FolderMailer(Path(settings.data_dir) / "mail", clock=clock))
+    from adapters.smtp.mailer import SmtpMailer
+    from adapters.smtp.queue import MailSender, MailSpool, QueuedMailer
+    from adapters.smtp.settings import parse_smtp_url
+
+    try:
+        smtp = SmtpMailer(parse_smtp_url(settings.smtp_url), clock=clock)
+    except ValueError as exc:
+        raise SettingsError(f"CHATCORE_SMTP_URL: {exc}") from None
+    spool = MailSpool(Path(settings.data_dir) / "mail-spool")
+    sender = MailSender(spool, smtp, clock=clock, backoff_s=settings.mail_retry_backoff_s)
+    return MailOut(QueuedMailer(spool, clock=clock, on_queued=sender.wake), sender)
 
 
 @dataclass(frozen=True)
@@ -353,6 +369,7 @@ def _runtime(
     # Subscribers listen to the live bus; the relay publishes through the kit's bus.
     bus: EventBus = broker.live if broker is not None else core.bus
     presence = _presence(settings, clock, broker)
+    mail = _mail_out(settings, clock)
     # One key per runtime (the memory backend draws a fresh one each call), one derived key per job.
     key = secret_key(settings)
     codec = CursorCodec(_derive(key, b"chatcore cursors"), settings.limits.max_cursor_chars)
@@ -365,7 +382,8 @@ def _runtime(
     return Runtime(
         settings=settings,
         service=service,
-        auth=_auth(settings, deps, clock, stores, limiter, key),
+        auth=_auth(settings, deps, clock, stores, limiter, key, mail),
+        mail=mail,
         clock=clock,
         ready=ready,
         core=core,
@@ -383,7 +401,13 @@ def _runtime(
 
 
 def _auth(
-    settings: Settings, deps: Deps, clock: Clock, stores: AuthStores, limiter: RateLimiter, key: bytes
+    settings: Settings,
+    deps: Deps,
+    clock: Clock,
+    stores: AuthStores,
+    limiter: RateLimiter,
+    key: bytes,
+    mail: MailOut,
 ) -> AuthService:
     # Separate keys for separate jobs, derived from the one secret.
     signing = _derive(key, b"chatcore access tokens")
@@ -395,7 +419,7 @@ def _auth(
         sessions=stores.sessions,
         failures=stores.failures,
         limiter=limiter,
-        mailer=_mailer(settings, clock),
+        mailer=mail.mailer,
         code_key=_derive(key, b"chatcore mailed codes"),
         settings=settings.auth,
     )
@@ -503,6 +527,12 @@ async def _full_runtime(
         assert relay is not None
         stop = asyncio.Event()
         task = asyncio.create_task(relay.run(stop), name="chatcore-outbox-relay") if sweep else None
+        sender = runtime.mail.sender
+        sending = (
+            asyncio.create_task(sender.run(stop), name="chatcore-mail-sender")
+            if sender is not None and role != "cli"
+            else None
+        )
         try:
             yield runtime
         finally:
@@ -513,6 +543,9 @@ async def _full_runtime(
             if task is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(task, FLUSH_TIMEOUT_S)  # cancelled if stuck on Redis
+            if sending is not None:  # spooled mail waits on disk for the next start
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sending, FLUSH_TIMEOUT_S)
             if sweep or role == "cli":
                 flushed = await relay.flush()
                 if role != "cli":
@@ -602,7 +635,7 @@ def _notification_jobs(runtime: Runtime, stream_consumer: Callable[[str, Any], A
         NotificationDeps(
             deps=runtime.service.deps,
             schedule=schedule,
-            mailer=_mailer(settings, runtime.clock),
+            mailer=runtime.mail.mailer,
             unsubscribe_key=_derive(secret_key(settings), b"chatcore unsubscribe"),
             settings=NotificationSettings(public_url=settings.public_url),
         )

@@ -69,6 +69,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     relay_backoff_max_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     # `chatcore worker`: stream entries a dead worker left unacked are taken over after this.
     stream_claim_idle_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    # With SMTP, mail is spooled in the data dir and retried after this, doubling (capped at 1 h).
+    mail_retry_backoff_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     smtp_url: str = ""  # "" = folder mailer writing .eml files into data_dir
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Signing/HMAC key material (hex, >= 32 bytes). Empty: generated on first run and kept

@@ -163,7 +163,7 @@ class QueuedMailer:
         self._on_queued = on_queued
 
     async def send(self, mail: Mail) -> None:
-        await self.enqueue(mail)
+        await self.enqueue(mail, expires_at=mail.expires_at)
 
     async def enqueue(self, mail: Mail, *, expires_at: datetime | None = None) -> str | None:
         """Spool the mail; its id, or None if `expires_at` has already passed (nothing is spooled)."""

@@ -449,9 +449,9 @@ class AuthUseCase(UseCase):
             EmailPurpose.RESET_PASSWORD: mail_templates.reset_mail,
         }[purpose]
         link = s.link(purpose, link_token)
-        await self.send(
-            template(to=user.email, app_name=s.app_name, code=code, link=link, ttl_s=s.email_code_ttl_s)
-        )
+        mail = template(to=user.email, app_name=s.app_name, code=code, link=link, ttl_s=s.email_code_ttl_s)
+        # Past the code's lifetime the mail is worthless: a queue drops it rather than send it late.
+        await self.send(msgspec.structs.replace(mail, expires_at=now + timedelta(seconds=s.email_code_ttl_s)))
         return attempt_id
 
     async def request_token(self, raw_email: str, purpose: EmailPurpose, ip: str | None) -> CodeRequested:
