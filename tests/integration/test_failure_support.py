@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +18,10 @@ from pathlib import Path
 import httpx
 
 from tests.integration.test_http_server_process import (
-    CHATCORE,
     PASSWORD,
-    START_TIMEOUT_S,
     Server,
     _free_port,
+    _start,
     _stop,
 )
 
@@ -32,34 +29,7 @@ __all__ = ["PASSWORD", "Server", "free_port", "kill9", "start", "stop"]
 
 stop = _stop
 free_port = _free_port
-
-
-def start(workdir: Path, port: int, settings: Mapping[str, str] | None = None) -> Server:
-    """`chatcore serve` in `workdir` (data in workdir/chatcore-data) on `port`, once /healthz
-    answers; `settings` are CHATCORE_* variables for it (none of the caller's are passed on)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")} | dict(settings or {})
-    log = workdir / f"server-{port}-{time.monotonic_ns()}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(CHATCORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped or killed as one
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return Server(url, workdir / "chatcore-data", process, log)
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    _stop(process)
-    raise AssertionError(f"server did not answer /healthz in {START_TIMEOUT_S} s: {log.read_text()}")
+start = _start
 
 
 def kill9(server: Server) -> None:

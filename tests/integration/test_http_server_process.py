@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
@@ -54,8 +54,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=5)
 
 
-def _start(workdir: Path, port: int) -> Server:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")}
+def _start(workdir: Path, port: int, settings: Mapping[str, str] | None = None) -> Server:
+    """`chatcore serve` in `workdir` (data in workdir/chatcore-data) on `port`, once /healthz
+    answers; `settings` are CHATCORE_* variables for it (none of the caller's are passed on)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")} | dict(settings or {})
     log = workdir / f"server-{port}-{time.monotonic_ns()}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -64,7 +66,7 @@ def _start(workdir: Path, port: int) -> Server:
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # its own process group: stopped or killed as one
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S

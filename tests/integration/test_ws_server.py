@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,11 +21,10 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chatcore.application.realtime import CloseCode
 from tests.integration.test_http_server_process import (
-    CHATCORE,
     PASSWORD,
-    START_TIMEOUT_S,
     Server,
     _free_port,
+    _start,
     _stop,
 )
 from tests.integration.test_ws_support import bounded
@@ -51,31 +48,7 @@ def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
 
 
 def _start_with_env(workdir: Path, extra: dict[str, str]) -> Server:
-    """Like the HTTP suite's `_start` (which drops every CHATCORE_* variable), plus `extra`."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")} | extra
-    log = workdir / f"server-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(CHATCORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return Server(url, workdir / "chatcore-data", process, log)
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    _stop(process)
-    raise AssertionError(f"server did not answer /healthz in {START_TIMEOUT_S} s: {log.read_text()}")
+    return _start(workdir, _free_port(), extra)
 
 
 def account(server: Server, name: str) -> tuple[str, str]:
