@@ -44,9 +44,10 @@ class Server:
     log: Path
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def _stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
+    """Stop our own child's process group (granian and its workers), escalating to SIGKILL."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)  # our own child's process group (granian + workers)
+        os.killpg(process.pid, signum)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:

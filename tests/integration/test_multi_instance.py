@@ -13,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,18 +28,12 @@ import pytest
 import websockets
 
 from tests.integration.fixtures.redis import RedisServer
+from tests.integration.test_http_server_process import CHATCORE, PASSWORD, _free_port, _start, _stop
 
 pytestmark = pytest.mark.slow
 
-START_TIMEOUT_S = 20
-PASSWORD = "a long enough passphrase 77"
-CHATCORE = Path(sys.executable).parent / "chatcore"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = _free_port
+stop_process = _stop
 
 
 @dataclass
@@ -54,17 +45,6 @@ class Instance:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def stop_process(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> None:
-    """Stop our own child's process group (granian and its workers), escalating to SIGKILL."""
-    if process.poll() is None:
-        os.killpg(process.pid, signum)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
 
 
 def base_env(data_dir: Path, broker_url: str, prefix: str, **extra: str) -> dict[str, str]:
@@ -82,29 +62,9 @@ def base_env(data_dir: Path, broker_url: str, prefix: str, **extra: str) -> dict
 
 
 def start_serve(name: str, workdir: Path, env: dict[str, str]) -> Instance:
-    port = free_port()
-    log = workdir / f"{name}-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [str(CHATCORE), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=workdir,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    instance = Instance(name, f"http://127.0.0.1:{port}", process, log)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{name} exited: {instance.output()}")
-        try:
-            if httpx.get(instance.url + "/healthz", timeout=1).status_code == 200:
-                return instance
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    stop_process(process)
-    raise AssertionError(f"{name} did not answer /healthz in {START_TIMEOUT_S} s: {instance.output()}")
+    settings = {k: v for k, v in env.items() if k.startswith("CHATCORE_")}
+    server = _start(workdir, _free_port(), settings)
+    return Instance(name, server.url, server.process, server.log)
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout_s: float, every_s: float = 0.1) -> float:
