@@ -11,10 +11,10 @@ appends to the stream and fans out), and takes the auth rate limits from Redis (
 every instance). Without a broker everything is in-process and only one process may serve.
 
 The outbox relay (`RelayLoop`). After each commit the use case calls `Deps.committed`, which
-publishes the pending records at once; a failure there (Redis down or slow) never fails the
-request: the records stay undispatched in the log, and a background loop retries
-`dispatch_pending()` with exponential backoff until they go out. While the relay is failing (or
-the bus is disconnected) commits skip the inline attempt, so sends stay fast during an outage.
+wakes the background loop (in `serve`; the CLI publishes inline): the request never waits for
+the broker, and commits that arrive together go out in one pass. A failure (Redis down or slow)
+never fails a request: the records stay undispatched in the log, and the loop retries
+`dispatch_pending()` with exponential backoff until they go out.
 Nothing is lost (the log is the record; a record is marked dispatched only after the publish
 returned) and nothing is reordered: one relay pass at a time per process, and across processes a
 record is read as pending only once every earlier record of the log was published, so only
@@ -113,6 +113,7 @@ class RelayLoop:
         self._inline_timeout_s = inline_timeout_s
         self._wake = asyncio.Event()
         self.failures = 0  # consecutive failed passes; 0 = healthy
+        self._sweeping = False  # `run` is looping: it publishes what commits wake it for
         self.published = 0
         self.last_error: str | None = None
 
@@ -121,8 +122,13 @@ class RelayLoop:
         return self.failures > 0
 
     async def after_commit(self, records: Sequence[EventRecord]) -> None:
-        """Publish what is pending now; on any failure leave it to the sweep. Never raises."""
-        if self.failing or not self._connected():
+        """Publish what is pending now; on any failure leave it to the sweep. Never raises.
+
+        While the sweep runs (`serve`) it publishes for every commit: a commit only wakes it, so
+        the request does not wait for the broker and commits arriving together go out in one
+        pass. Without a sweep (the CLI), the commit publishes inline.
+        """
+        if self._sweeping or self.failing or not self._connected():
             self._wake.set()
             return
         try:
@@ -157,15 +163,20 @@ class RelayLoop:
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Sweep every `interval_s` (at once when a commit could not publish) until `stop`."""
-        while not stop.is_set():
-            self._wake.clear()
-            try:
-                await self.sweep()
-            except Exception:  # logged by _failed; wait, then try again
-                await self._backoff(stop)
-                continue
-            await _wait_any(stop, self._wake, timeout_s=self._interval_s)
+        """Sweep at once when a commit wakes it, and every `interval_s`, until `stop`."""
+        self._sweeping = True
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    await self.sweep()
+                except Exception:  # logged by _failed; wait, then try again
+                    await self._backoff(stop)
+                    continue
+                if not self._wake.is_set():
+                    await _wait_any(stop, self._wake, timeout_s=self._interval_s)
+        finally:
+            self._sweeping = False
 
     async def _backoff(self, stop: asyncio.Event) -> None:
         # Commits do not cut a backoff short, but the broker coming back does.

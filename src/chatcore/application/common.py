@@ -67,6 +67,13 @@ class Deps:
     committed: Callable[[Sequence[EventRecord]], Awaitable[None]] = _ignore
     # No limiter: no rate limits (tests, trusted embedders).
     limiter: RateLimiter | None = None
+    # Units of work that only read (no commit): an adapter may serve them apart from the writers
+    # (SQLite: on its reader connection, never queueing behind a commit). None: `uow` serves reads.
+    read_uow: UnitOfWorkFactory | None = None
+
+    def reader(self) -> UnitOfWork:
+        """A unit of work to read committed data with; never committed (an adapter may refuse)."""
+        return (self.read_uow or self.uow)()
 
     @property
     def rates(self) -> UseRates:
@@ -96,7 +103,7 @@ class UseCase:
 
     async def read[T](self, work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         """Run a read-only `work` in a unit of work that commits nothing."""
-        async with self.deps.uow() as uow:
+        async with self.deps.reader() as uow:
             return await work(uow)
 
     async def throttle(self, actor: str, rule: RateRule) -> None:

@@ -64,7 +64,7 @@ def requires(permission: Permission) -> Guard:
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         actor: str = connection.state.user_id
         object_id: str = connection.path_params[param]
-        async with runtime_of(connection).service.deps.uow() as uow:
+        async with runtime_of(connection).service.deps.reader() as uow:
             if in_chat:
                 chat, group = await load_chat(uow, object_id)
                 authorize(actor, chat, group, permission)
