@@ -263,3 +263,22 @@ def test_another_issuer_or_audience_configuration_refuses_our_tokens(issuer: Jwt
     ):
         with pytest.raises(Unauthenticated):
             other.verify(token, now=NOW)
+
+
+def test_remembered_verifications_are_bounded_and_never_skip_the_clock(issuer: JwtTokenIssuer) -> None:
+    from adapters.security import jwt_tokens
+
+    first, claims = issuer.issue(user_id="u", session_id="s", now=NOW, ttl_s=60)
+    assert issuer.verify(first, now=NOW) == claims
+    for i in range(jwt_tokens.VERIFIED_CACHE_SIZE + 10):
+        token, _ = issuer.issue(user_id=f"u{i}", session_id="s", now=NOW, ttl_s=60)
+        issuer.verify(token, now=NOW)
+    assert len(issuer._verified) == jwt_tokens.VERIFIED_CACHE_SIZE
+    assert first not in issuer._verified  # the oldest went first; it verifies again from scratch
+    assert issuer.verify(first, now=NOW) == claims
+    with pytest.raises(Unauthenticated):  # remembered, yet expired by the clock it is given
+        issuer.verify(first, now=claims.expires_at + timedelta(seconds=LEEWAY + 1))
+    head, payload, signature = first.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(Unauthenticated):  # a remembered token's neighbour is checked in full
+        issuer.verify(f"{head}.{payload}.{flipped}", now=NOW)

@@ -31,6 +31,10 @@ DEFAULT_AUDIENCE = "chatcore"
 MIN_KEY_BYTES = 32  # RFC 7518 section 3.2: an HS256 key of at least 256 bits
 MAX_LEEWAY_S = 10
 MAX_TOKEN_CHARS = 4096
+# Tokens whose signature and header were checked, remembered by their exact text: a client sends
+# the same token with every request until it expires, and pyjwt's checks cost more than the rest
+# of authentication. The claims (expiry included) are checked against the clock on every use.
+VERIFIED_CACHE_SIZE = 4096
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "jti", "sid")
 _ALLOWED_HEADER = frozenset({"alg", "typ", "kid"})
 # Three base64url segments: anything else (spaces, padding, a refresh token) is not a JWT.
@@ -76,6 +80,8 @@ class JwtTokenIssuer:
         self._audience = audience
         self._leeway_s = leeway_s
         self._jwt = jwt.PyJWT(options={"enforce_minimum_key_length": True})
+        # The keyring never changes after construction, so a token verified once stays verified.
+        self._verified: dict[str, dict[str, Any]] = {}
 
     def issue(self, *, user_id: str, session_id: str, now: datetime, ttl_s: int) -> tuple[str, AccessClaims]:
         if ttl_s < 1:
@@ -108,6 +114,16 @@ class JwtTokenIssuer:
         return token, claims
 
     def verify(self, token: str, *, now: datetime) -> AccessClaims:
+        payload = self._verified.get(token) if isinstance(token, str) else None
+        if payload is None:
+            payload = self._verify_signed(token)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                del self._verified[next(iter(self._verified))]  # the oldest entry
+            self._verified[token] = payload
+        return self._claims(payload, now)
+
+    def _verify_signed(self, token: str) -> dict[str, Any]:
+        """The payload of a token whose form, header and signature are right (not its times)."""
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or not _JWS_COMPACT.fullmatch(token):
             raise _reject("not a compact JWS")
         try:
@@ -133,7 +149,7 @@ class JwtTokenIssuer:
             )
         except PyJWTError as exc:
             raise _reject(type(exc).__name__) from exc
-        return self._claims(payload, now)
+        return payload
 
     def _check_header(self, header: dict[str, Any]) -> bytes:
         if set(header) - _ALLOWED_HEADER:
