@@ -27,7 +27,7 @@ from chatcore.application.groups import (
 from chatcore.application.messages import SendMessageCommand
 from chatcore.domain.groups import ADMIN_ROLE_ID
 from chatcore.domain.permissions import Permission, permissions_for
-from entrypoints.http.guards import is_public
+from entrypoints.http.guards import PERMISSION, is_public
 from tests.integration.test_http_support import Api, User, bounded, memory_settings, serve
 
 __all__ = ["bounded"]
@@ -336,7 +336,7 @@ def test_every_websocket_route_is_covered_by_the_ws_suites(shared: Api) -> None:
 
 def test_each_guarded_route_declares_the_matrix_permission(shared: Api) -> None:
     for method, path, handler in app_routes(shared):
-        declared = {g.permission for g in handler.guards or [] if hasattr(g, "permission")}
+        declared = {handler.opt.get(PERMISSION)} - {None}
         case = MATRIX.get((method, path))
         if declared:  # ids in the path: the guard asks the domain before the handler runs
             assert case is not None and case.permission in declared, (method, path, declared)

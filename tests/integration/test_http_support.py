@@ -83,6 +83,11 @@ class Api:
 
     def snapshot(self) -> dict[str, Any]:
         """Everything stored (core tables, event log, sessions), to prove a request changed nothing."""
+        # The relay publishes in the background: let it finish, so its bookkeeping (what was
+        # dispatched) is not mistaken for a change made by the request under test.
+        relay = self.runtime.relay
+        assert relay is not None
+        self.run(relay.sweep)
         store = self.runtime.core.store
         state = {
             f.name: copy.deepcopy(getattr(store, f.name))

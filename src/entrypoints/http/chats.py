@@ -75,24 +75,24 @@ class ChatController(Controller):
         status = HTTP_201_CREATED if created else HTTP_200_OK
         return Response(chat, status_code=status, headers=_location(chat))
 
-    @get(CHAT, guards=[requires(P.READ_CHAT)])
+    @get(CHAT, opt=requires(P.READ_CHAT))
     async def get_chat(self, service: Service, actor: Actor, chat_id: FromPath[str]) -> ChatView:
         return await service.get_chat(actor, chat_id)
 
-    @get(CHAT + "/presence", guards=[requires(P.READ_CHAT)])
+    @get(CHAT + "/presence", opt=requires(P.READ_CHAT))
     async def chat_presence(
         self, request: Request[Any, Any, Any], actor: Actor, chat_id: FromPath[str]
     ) -> ChatPresence:
         """Which members have a live connection (expired by the server a minute after the last)."""
         return await runtime_of(request).chat_presence(actor, chat_id)
 
-    @patch(CHAT, guards=[requires(P.EDIT_CHAT_INFO)])
+    @patch(CHAT, opt=requires(P.EDIT_CHAT_INFO))
     async def rename_chat(
         self, service: Service, actor: Actor, chat_id: FromPath[str], data: JSONBody[RenameChatRequest]
     ) -> ChatView:
         return await service.rename_chat(RenameChatCommand(actor=actor, chat_id=chat_id, title=data.title))
 
-    @post(CHAT + "/members", guards=[requires(P.ADD_CHAT_MEMBERS)], status_code=HTTP_200_OK)
+    @post(CHAT + "/members", opt=requires(P.ADD_CHAT_MEMBERS), status_code=HTTP_200_OK)
     async def add_member(
         self, service: Service, actor: Actor, chat_id: FromPath[str], data: JSONBody[UserRefRequest]
     ) -> ChatView:
@@ -102,7 +102,7 @@ class ChatController(Controller):
 
     @delete(
         CHAT + "/members/{user_id:str}",
-        guards=[requires(P.REMOVE_CHAT_MEMBERS)],
+        opt=requires(P.REMOVE_CHAT_MEMBERS),
         status_code=HTTP_204_NO_CONTENT,
     )
     async def remove_member(
@@ -110,11 +110,11 @@ class ChatController(Controller):
     ) -> None:
         await service.remove_chat_member(ChatMemberCommand(actor=actor, chat_id=chat_id, user_id=user_id))
 
-    @post(CHAT + "/leave", guards=[requires(P.READ_CHAT)], status_code=HTTP_204_NO_CONTENT)
+    @post(CHAT + "/leave", opt=requires(P.READ_CHAT), status_code=HTTP_204_NO_CONTENT)
     async def leave_chat(self, service: Service, actor: Actor, chat_id: FromPath[str]) -> None:
         await service.leave_chat(actor, chat_id)
 
-    @put(CHAT + "/owner", guards=[requires(P.TRANSFER_CHAT_OWNERSHIP)])
+    @put(CHAT + "/owner", opt=requires(P.TRANSFER_CHAT_OWNERSHIP))
     async def transfer_ownership(
         self, service: Service, actor: Actor, chat_id: FromPath[str], data: JSONBody[UserRefRequest]
     ) -> ChatView:
@@ -122,7 +122,7 @@ class ChatController(Controller):
             ChatMemberCommand(actor=actor, chat_id=chat_id, user_id=data.user_id)
         )
 
-    @put(CHAT + "/read-marker", guards=[requires(P.READ_CHAT)])
+    @put(CHAT + "/read-marker", opt=requires(P.READ_CHAT))
     async def mark_read(
         self, service: Service, actor: Actor, chat_id: FromPath[str], data: JSONBody[ReadMarkerRequest]
     ) -> ReadMarkerView:

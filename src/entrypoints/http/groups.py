@@ -60,11 +60,11 @@ class GroupController(Controller):
     async def list_my_groups(self, service: Service, actor: Actor) -> GroupList:
         return GroupList(groups=await service.list_my_groups(actor))
 
-    @get(GROUP, guards=[requires(P.VIEW_GROUP)])
+    @get(GROUP, opt=requires(P.VIEW_GROUP))
     async def get_group(self, service: Service, actor: Actor, group_id: FromPath[str]) -> GroupView:
         return await service.get_group(actor, group_id)
 
-    @patch(GROUP, guards=[requires(P.MANAGE_GROUP)])
+    @patch(GROUP, opt=requires(P.MANAGE_GROUP))
     async def update_group(
         self, service: Service, actor: Actor, group_id: FromPath[str], data: JSONBody[UpdateGroupRequest]
     ) -> GroupView:
@@ -72,13 +72,13 @@ class GroupController(Controller):
             UpdateGroupCommand(actor=actor, group_id=group_id, name=data.name, description=data.description)
         )
 
-    @delete(GROUP, guards=[requires(P.DELETE_GROUP)], status_code=HTTP_204_NO_CONTENT)
+    @delete(GROUP, opt=requires(P.DELETE_GROUP), status_code=HTTP_204_NO_CONTENT)
     async def delete_group(self, service: Service, actor: Actor, group_id: FromPath[str]) -> None:
         await service.delete_group(actor, group_id)
 
     # -- members ----------------------------------------------------------------------------
 
-    @post(GROUP + "/members", guards=[requires(P.ADD_GROUP_MEMBERS)], status_code=200)
+    @post(GROUP + "/members", opt=requires(P.ADD_GROUP_MEMBERS), status_code=200)
     async def add_member(
         self, service: Service, actor: Actor, group_id: FromPath[str], data: JSONBody[UserRefRequest]
     ) -> GroupView:
@@ -88,7 +88,7 @@ class GroupController(Controller):
 
     @delete(
         GROUP + "/members/{user_id:str}",
-        guards=[requires(P.REMOVE_GROUP_MEMBERS)],
+        opt=requires(P.REMOVE_GROUP_MEMBERS),
         status_code=HTTP_204_NO_CONTENT,
     )
     async def remove_member(
@@ -96,11 +96,11 @@ class GroupController(Controller):
     ) -> None:
         await service.remove_group_member(GroupMemberCommand(actor=actor, group_id=group_id, user_id=user_id))
 
-    @post(GROUP + "/leave", guards=[requires(P.VIEW_GROUP)], status_code=HTTP_204_NO_CONTENT)
+    @post(GROUP + "/leave", opt=requires(P.VIEW_GROUP), status_code=HTTP_204_NO_CONTENT)
     async def leave_group(self, service: Service, actor: Actor, group_id: FromPath[str]) -> None:
         await service.leave_group(actor, group_id)
 
-    @put(GROUP + "/owner", guards=[requires(P.TRANSFER_GROUP_OWNERSHIP)])
+    @put(GROUP + "/owner", opt=requires(P.TRANSFER_GROUP_OWNERSHIP))
     async def transfer_ownership(
         self, service: Service, actor: Actor, group_id: FromPath[str], data: JSONBody[UserRefRequest]
     ) -> GroupView:
@@ -110,11 +110,11 @@ class GroupController(Controller):
 
     # -- roles ------------------------------------------------------------------------------
 
-    @get(GROUP + "/roles", guards=[requires(P.VIEW_GROUP)])
+    @get(GROUP + "/roles", opt=requires(P.VIEW_GROUP))
     async def list_roles(self, service: Service, actor: Actor, group_id: FromPath[str]) -> RoleList:
         return RoleList(roles=(await service.get_group(actor, group_id)).roles)
 
-    @post(GROUP + "/roles", guards=[requires(P.MANAGE_ROLES)], status_code=HTTP_201_CREATED)
+    @post(GROUP + "/roles", opt=requires(P.MANAGE_ROLES), status_code=HTTP_201_CREATED)
     async def define_role(
         self, service: Service, actor: Actor, group_id: FromPath[str], data: JSONBody[DefineRoleRequest]
     ) -> Response[RoleView]:
@@ -128,13 +128,13 @@ class GroupController(Controller):
             role, status_code=HTTP_201_CREATED, headers={"Location": f"/v1/groups/{group_id}/roles/{role.id}"}
         )
 
-    @get(ROLE, guards=[requires(P.VIEW_GROUP)])
+    @get(ROLE, opt=requires(P.VIEW_GROUP))
     async def get_role(
         self, service: Service, actor: Actor, group_id: FromPath[str], role_id: FromPath[str]
     ) -> RoleView:
         return _role(await service.get_group(actor, group_id), role_id)
 
-    @patch(ROLE, guards=[requires(P.MANAGE_ROLES)])
+    @patch(ROLE, opt=requires(P.MANAGE_ROLES))
     async def edit_role(
         self,
         service: Service,
@@ -155,13 +155,13 @@ class GroupController(Controller):
         )
         return _role(group, role_id)
 
-    @delete(ROLE, guards=[requires(P.MANAGE_ROLES)], status_code=HTTP_204_NO_CONTENT)
+    @delete(ROLE, opt=requires(P.MANAGE_ROLES), status_code=HTTP_204_NO_CONTENT)
     async def delete_role(
         self, service: Service, actor: Actor, group_id: FromPath[str], role_id: FromPath[str]
     ) -> None:
         await service.delete_role(actor, group_id, role_id)
 
-    @put(GROUP + "/members/{user_id:str}/roles/{role_id:str}", guards=[requires(P.MANAGE_ROLES)])
+    @put(GROUP + "/members/{user_id:str}/roles/{role_id:str}", opt=requires(P.MANAGE_ROLES))
     async def assign_role(
         self,
         service: Service,
@@ -176,7 +176,7 @@ class GroupController(Controller):
 
     @delete(
         GROUP + "/members/{user_id:str}/roles/{role_id:str}",
-        guards=[requires(P.MANAGE_ROLES)],
+        opt=requires(P.MANAGE_ROLES),
         status_code=HTTP_204_NO_CONTENT,
     )
     async def unassign_role(

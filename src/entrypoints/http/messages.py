@@ -32,7 +32,7 @@ class MessageController(Controller):
 
     @post(
         "/",
-        guards=[requires(P.SEND_MESSAGES)],
+        opt=requires(P.SEND_MESSAGES),
         status_code=HTTP_201_CREATED,
         responses={HTTP_200_OK: ResponseSpec(MessageView, description="A retry: the message already sent")},
     )
@@ -57,7 +57,7 @@ class MessageController(Controller):
             headers={"Location": f"/v1/chats/{chat_id}/messages/{message.seq}"},
         )
 
-    @get("/", guards=[requires(P.READ_CHAT)])
+    @get("/", opt=requires(P.READ_CHAT))
     async def list_messages(
         self,
         service: Service,
@@ -72,14 +72,14 @@ class MessageController(Controller):
             ListMessagesQuery(actor=actor, chat_id=chat_id, after=after, before=before, limit=limit)
         )
 
-    @get(MESSAGE, guards=[requires(P.READ_CHAT)])
+    @get(MESSAGE, opt=requires(P.READ_CHAT))
     async def get_message(
         self, service: Service, actor: Actor, chat_id: FromPath[str], seq: Seq
     ) -> MessageView:
         """One message; a deleted one answers 410 Gone."""
         return await service.get_message(actor, chat_id, seq)
 
-    @patch(MESSAGE, guards=[requires(P.EDIT_OWN_MESSAGES)])
+    @patch(MESSAGE, opt=requires(P.EDIT_OWN_MESSAGES))
     async def edit_message(
         self,
         service: Service,
@@ -92,13 +92,13 @@ class MessageController(Controller):
             EditMessageCommand(actor=actor, chat_id=chat_id, seq=seq, body=data.body)
         )
 
-    @get(MESSAGE + "/history", guards=[requires(P.READ_CHAT)])
+    @get(MESSAGE + "/history", opt=requires(P.READ_CHAT))
     async def get_edit_history(
         self, service: Service, actor: Actor, chat_id: FromPath[str], seq: Seq
     ) -> EditHistory:
         return EditHistory(edits=await service.get_edit_history(actor, chat_id, seq))
 
     # Own or any: which one applies depends on the author, so the domain decides past visibility.
-    @delete(MESSAGE, guards=[requires(P.READ_CHAT)], status_code=HTTP_204_NO_CONTENT)
+    @delete(MESSAGE, opt=requires(P.READ_CHAT), status_code=HTTP_204_NO_CONTENT)
     async def delete_message(self, service: Service, actor: Actor, chat_id: FromPath[str], seq: Seq) -> None:
         await service.delete_message(actor, chat_id, seq)
