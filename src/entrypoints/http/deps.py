@@ -10,13 +10,17 @@ from litestar.di import NamedDependency, Provide
 
 from chatcore.application.service import ChatService
 
+# Handler parameter types: the name selects the provider below.
+Service = NamedDependency[ChatService]
+Actor = NamedDependency[str]
+
 
 def provide_service(state: State) -> ChatService:
     service: ChatService = state.runtime.service
     return service
 
 
-def provide_actor(request: Request[Any, Any, Any], service: ChatService) -> str:
+def provide_actor(request: Request[Any, Any, Any], service: Service) -> str:
     """The authenticated user's id (set by the authentication guard).
 
     It takes `service` only so that Litestar resolves the two one after the other: dependencies
@@ -27,10 +31,6 @@ def provide_actor(request: Request[Any, Any, Any], service: ChatService) -> str:
     user_id: str = request.state.user_id
     return user_id
 
-
-# Handler parameter types: the name selects the provider below.
-Service = NamedDependency[ChatService]
-Actor = NamedDependency[str]
 
 DEPENDENCIES = {
     "service": Provide(provide_service, sync_to_thread=False),
