@@ -345,6 +345,41 @@ async def test_a_message_whose_chat_was_never_stored_fails_the_commit(
     assert _rows(db_path, "SELECT count(*) FROM messages") == [(0,)]
 
 
+async def test_a_send_updates_the_chats_last_seq_column_not_its_document(
+    storage: Storage, db_path: Path
+) -> None:
+    chat = _chat("c1", "u1", "u2")
+    await _commit(storage, lambda uow: uow.chats.add(chat))
+    (document,) = _rows(db_path, "SELECT data FROM chats")
+    for _ in range(3):
+
+        async def send(uow: UnitOfWork) -> None:
+            loaded = await uow.chats.get("c1")
+            assert loaded is not None
+            await uow.messages.add(_message(loaded, "u1"))
+            await uow.chats.save(loaded)
+
+        await _commit(storage, send)
+    assert _rows(db_path, "SELECT data, last_seq FROM chats") == [(document[0], 3)]
+    async with storage.uow() as uow:
+        loaded = await uow.chats.get("c1")
+        assert loaded is not None and loaded.last_seq == 3
+        assert [c.last_seq for c in await uow.chats.list_for_user("u2")] == [3]
+        loaded.title = "renamed"  # any other change rewrites the document, with the current seq
+        await uow.chats.save(loaded)
+        await uow.commit()
+    ((data, last_seq),) = _rows(db_path, "SELECT data, last_seq FROM chats")
+    assert msgspec.json.decode(data, type=Chat) == loaded and last_seq == 3
+    # Whoever writes chats.last_seq directly (a bulk import) moves the authoritative seq along.
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE chats SET last_seq = 10")
+    conn.close()
+    async with storage.uow() as uow:
+        loaded = await uow.chats.get("c1")
+        assert loaded is not None and loaded.last_seq == 10
+
+
 # -- queries --------------------------------------------------------------------------------
 
 
@@ -412,11 +447,11 @@ async def test_pages_in_both_directions_and_unread_counts(storage: Storage) -> N
             "events_undispatched",  # a partial index: scanning it reads only the pending rows
         ),
         (
-            "SELECT c.data FROM chat_members AS m JOIN chats AS c ON c.id = m.chat_id "
+            "SELECT c.data, c.last_seq FROM chat_members AS m JOIN chats AS c ON c.id = m.chat_id "
             "WHERE m.user_id = ? ORDER BY m.chat_id",
             "chat_members_by_user",
         ),
-        ("SELECT data FROM chats WHERE group_id = ? ORDER BY id", "chats_by_group"),
+        ("SELECT data, last_seq FROM chats WHERE group_id = ? ORDER BY id", "chats_by_group"),
     ],
 )
 def test_hot_queries_are_index_ranges_never_scans(db_path: Path, sql: str, index: str) -> None:
@@ -583,8 +618,8 @@ async def test_connection_settings(db_path: Path, synchronous: Any, level: int) 
         )
         assert settings == ["wal", level, 1, 2500]
         await SqliteEventLog(db).mark_dispatched(["x"])  # commits without fsync, then restores
-        async with db.lock:
-            writer = await db.on_writer(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+        async with db.writer_turn() as conn:
+            writer = conn.execute("PRAGMA synchronous").fetchone()[0]
         assert writer == level
 
 

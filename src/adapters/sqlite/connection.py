@@ -22,10 +22,13 @@ def connect(
     synchronous: Synchronous = "FULL",
     busy_timeout_s: float = 5.0,
     read_only: bool = False,
+    check_same_thread: bool = True,
 ) -> sqlite3.Connection:
     """A connection in autocommit mode: transactions are explicit `BEGIN IMMEDIATE ... COMMIT`.
 
-    The connection belongs to the thread that opens it (sqlite3's default check).
+    By default the connection belongs to the thread that opens it (sqlite3's check).
+    `check_same_thread=False` lets other threads use it: the caller then guarantees that one
+    thread at a time does (SqliteDatabase: the writer's turn).
     """
     if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
         raise RuntimeError(
@@ -34,7 +37,7 @@ def connect(
         )
     if synchronous not in ("NORMAL", "FULL", "EXTRA"):
         raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
-    conn = sqlite3.connect(path, timeout=busy_timeout_s, autocommit=True)
+    conn = sqlite3.connect(path, timeout=busy_timeout_s, autocommit=True, check_same_thread=check_same_thread)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")

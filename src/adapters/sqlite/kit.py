@@ -10,7 +10,7 @@ from pathlib import Path
 from adapters.memory.bus import MemoryEventBus
 from adapters.sqlite.connection import Synchronous
 from adapters.sqlite.database import SqliteDatabase
-from adapters.sqlite.unit_of_work import SqliteEventLog, sqlite_uow_factory
+from adapters.sqlite.unit_of_work import SqliteEventLog, sqlite_read_uow_factory, sqlite_uow_factory
 from adapters.system import SystemClock, UlidGenerator
 from chatcore.application.common import Deps
 from chatcore.application.relay import OutboxRelay
@@ -57,6 +57,7 @@ async def sqlite_core(
 
         deps = Deps(
             uow=sqlite_uow_factory(db, clock, ids),
+            read_uow=sqlite_read_uow_factory(db, clock, ids),  # reads never queue behind a commit
             clock=clock,
             ids=ids,
             limits=limits or Limits(),
