@@ -13,22 +13,25 @@ from chatcore.application.chats import ChatMemberCommand, CreateGroupChatCommand
 from chatcore.application.messages import SendMessageCommand
 from chatcore.application.profiles import CreateUserCommand
 from chatcore.application.realtime import (
+    AckFrame,
     AnyServerFrame,
     EventFrame,
     PingFrame,
     ReadFrame,
     RealtimeSession,
     SendFrame,
+    encode_frame,
 )
 from chatcore.application.service import ChatService
 from chatcore.application.updates import CursorCodec, GetUpdates
 from chatcore.domain.errors import NotFound
 from chatcore.domain.events import ChatMemberAdded, ChatMemberRemoved, MessagePosted, SessionsRevoked
+from chatcore.domain.limits import Limits
 
 
 class World:
-    def __init__(self) -> None:
-        self.core: MemoryCore = memory_core()
+    def __init__(self, core: MemoryCore | None = None) -> None:
+        self.core: MemoryCore = core or memory_core()
         self.service = self.core.service
         self.updates = GetUpdates(self.service.deps, self.core.log, CursorCodec(b"r" * 32, 1 << 15))
 
@@ -172,16 +175,38 @@ async def _nothing(records: object) -> None:
     return None
 
 
-async def test_an_overflowing_bus_queue_becomes_a_gap_and_the_log_fills_it(world: World) -> None:
+async def test_arrivals_beyond_the_backlog_are_read_from_the_log_in_order() -> None:
+    # A session holds live arrivals (until attached, or while it reads the log) in a backlog
+    # bounded by the page size; beyond it, it forgets them and reads the log instead.
+    world = World(memory_core(limits=Limits(max_updates_per_page=2)))
     ann, bob = await world.user("ann"), await world.user("bob")
     chat = await world.chat(ann, bob)
-    world.core.bus._max_queued = 2  # a tiny queue: the third wake-up is dropped
     session = world.session(bob)
     await session.open(None)
-    for body in ("a", "b", "c", "d"):
+    for body in ("a", "b", "c", "d", "e"):
         await world.send(ann, chat, body)
-    assert bodies(await frames_until(session, 4)) == ["a", "b", "c", "d"]
+    assert bodies(await frames_until(session, 5)) == ["a", "b", "c", "d", "e"]
+    await world.send(ann, chat, "live")
+    assert bodies(await frames_until(session, 1)) == ["live"]
     await session.close()
+
+
+async def test_an_event_frame_is_spliced_byte_for_byte_like_msgspec(world: World) -> None:
+    ann, bob = await world.user("ann"), await world.user("bob")
+    chat = await world.chat(ann, bob)
+    sessions = [world.session(ann), world.session(bob)]
+    for session in sessions:
+        await session.open(None)
+    await world.send(ann, chat, 'quote " and \\ and é')
+    for session in sessions:
+        (frame,) = await frames_until(session, 1)
+        for _ in range(2):  # encoded, then from the shared encoding of the record
+            assert encode_frame(frame) == msgspec.json.encode(frame)
+        await session.close()
+    assert encode_frame(PingAck) == msgspec.json.encode(PingAck)
+
+
+PingAck = AckFrame(id="p")
 
 
 async def test_a_revoked_login_ends_its_connection_and_spares_the_kept_one(world: World) -> None:

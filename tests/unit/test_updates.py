@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import time
+import zlib
 
+import msgspec
 import pytest
 
 from adapters.memory.kit import MemoryCore, memory_core
@@ -187,3 +192,79 @@ async def test_a_page_cut_short_after_a_removal_never_resumes_inside_that_chat(u
         delivered += page.events
         cursor = page.cursor
     assert [type(r.event) for r in delivered] == [ChatMemberRemoved]
+
+
+def _legacy_cursor(key: bytes, user: str, positions: dict[str, int]) -> str:
+    """A cursor as version 1 wrote it (HMAC-SHA256 over zlib): issued before an upgrade."""
+    body = zlib.compress(msgspec.json.encode([1, positions]), 6)
+    mac = hmac.new(key, user.encode() + b"\0" + body, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(mac + body).rstrip(b"=").decode()
+
+
+def test_cursor_round_trips_small_and_large_and_reads_version_1(up: Updates) -> None:
+    small = {"u1": 3, "c1": -7}
+    large = {f"01JD3K5Q8Z9V1XW2Y3Z4A5B{i:03d}": i for i in range(200)}  # deflated above 512 bytes
+    for positions in (small, large, {}):
+        assert up.codec.decode("u1", up.codec.encode("u1", positions)) == positions
+    assert len(up.codec.encode("u1", large)) < len(msgspec.json.encode(large)) * 4 // 3
+    assert up.codec.decode("u1", _legacy_cursor(b"k" * 32, "u1", small)) == small
+    with pytest.raises(InvalidInput):  # bound to its user, whichever version
+        up.codec.decode("u2", _legacy_cursor(b"k" * 32, "u1", small))
+    with pytest.raises(InvalidInput):  # another key
+        up.codec.decode("u1", _legacy_cursor(b"x" * 32, "u1", small))
+
+
+def test_an_unknown_cursor_format_is_invalid_input_not_a_crash(up: Updates) -> None:
+    token = up.codec.encode("u1", {"c": 1})
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    for form in (0, 1, 4, 255):  # a format byte nobody wrote, with the rest intact
+        raw[0] = form
+        forged = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+        with pytest.raises(InvalidInput) as caught:
+            up.codec.decode("u1", forged)
+        assert caught.value.field == "cursor"
+
+
+class _CountingLog:
+    """The memory log, counting reads: a live wake-up must not need one."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner, self.reads = inner, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def read(self, *args: object, **kwargs: object) -> object:
+        self.reads += 1
+        return await self._inner.read(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+async def test_long_poll_answers_the_next_event_from_the_bus_without_reading_the_log() -> None:
+    core = memory_core()
+    up = Updates(core)
+    log = _CountingLog(core.log)
+    wait = WaitForUpdates(core.service.deps, GetUpdates(core.service.deps, log, up.codec), core.bus)  # type: ignore[arg-type]
+    ann, bob = await up.user("ann"), await up.user("bob")
+    chat = await up.chat(ann, bob)
+    cursor = (await up.get(bob, None)).cursor
+    waiting = asyncio.create_task(wait(bob, cursor, timeout_s=10))
+    await asyncio.sleep(0.05)
+    reads = log.reads  # the initial read of each stream
+    await up.send(ann, chat, "live")
+    page = await asyncio.wait_for(waiting, 2)
+    assert bodies(page) == ["live"] and log.reads == reads
+    await up.send(ann, chat, "next")
+    assert bodies(await up.get(bob, page.cursor)) == ["next"]  # the page's cursor is exact
+
+
+async def test_long_poll_of_a_removal_shuts_the_chat_out_of_the_cursor(up: Updates) -> None:
+    ann, bob = await up.user("ann"), await up.user("bob")
+    chat = await up.chat(ann, bob)
+    cursor = (await up.get(bob, None)).cursor
+    waiting = asyncio.create_task(up.wait(bob, cursor, timeout_s=10))
+    await asyncio.sleep(0.05)
+    await up.core.service.remove_chat_member(ChatMemberCommand(actor=ann, chat_id=chat, user_id=bob))
+    page = await asyncio.wait_for(waiting, 2)
+    assert [type(r.event) for r in page.events] == [ChatMemberRemoved]
+    await up.send(ann, chat, "secret")
+    assert (await up.wait(bob, page.cursor, timeout_s=0.2)).events == []

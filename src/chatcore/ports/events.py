@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Final, Protocol
 
 import msgspec
@@ -38,6 +38,12 @@ class Subscription(Protocol):
         ...
 
     def __aiter__(self) -> AsyncIterator[EventRecord | BusGap | Signal]: ...
+    def listen(self, on_item: Callable[[EventRecord | BusGap | Signal | None], None]) -> None:
+        """Instead of queueing items for iteration, hand each to `on_item` as it arrives, on the
+        event loop's thread (None: the bus closed); items queued before are handed over first.
+        It lets one delivery reach a socket without waking a task per subscriber."""
+        ...
+
     async def close(self) -> None: ...
 
 

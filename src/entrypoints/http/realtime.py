@@ -45,6 +45,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, cast
 from urllib.parse import urlsplit
 
@@ -66,6 +67,7 @@ from chatcore.application.realtime import (
     RealtimeSession,
     ReauthFrame,
     TypingNotice,
+    encode_frame,
 )
 from chatcore.application.updates import UpdatesPage
 from chatcore.domain.errors import DomainError, InvalidInput, RateLimited, Unauthenticated
@@ -89,7 +91,6 @@ MAX_TOKEN_CHARS = 4096
 CLOSE_LINGER_S = 5.0  # how long the close frame may wait behind the send in flight
 
 _decoder = msgspec.json.Decoder(AnyClientFrame)
-_encoder = msgspec.json.Encoder()
 _FIELD_IN_MESSAGE = re.compile(r"(?:unknown|missing required) field `([^`]+)`|at `\$\.([A-Za-z_]+)")
 
 
@@ -211,10 +212,80 @@ def _decode_error(data: str | bytes, exc: msgspec.MsgspecError) -> ErrorFrame:
 
 # How often an open socket renews its user's presence (the presence TTL is 60 s).
 PRESENCE_TOUCH_S = 20.0
+# A writer with nothing to send for this long ends (the next frame starts another).
+WRITER_IDLE_S = 2.0
+
+
+class Ticker:
+    """One timer for every socket of the process (not a task per socket): each tick checks
+    liveness, stalled sends, token expiry and heartbeats, and renews presence in the background.
+    It runs while sockets are open."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self._runtime = runtime
+        self.period_s = (
+            min(0.5, settings.ws_heartbeat_s, settings.ws_ping_interval_s, settings.ws_ping_timeout_s) / 2
+        )
+        self._connections: set[Connection] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._touching: set[asyncio.Task[None]] = set()
+
+    def add(self, connection: Connection) -> None:
+        self._connections.add(connection)
+        task = self._task
+        # A task of another (closed) loop is stale: test clients run one loop each.
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self._task = asyncio.create_task(self._run(), name="chatcore-ws-ticker")
+
+    def discard(self, connection: Connection) -> None:
+        self._connections.discard(connection)
+
+    async def _run(self) -> None:
+        try:
+            while self._connections:
+                await asyncio.sleep(self.period_s)
+                self._tick()
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    def _tick(self) -> None:
+        now, wall = time.monotonic(), self._runtime.clock.now()
+        due: set[str] = set()
+        for connection in list(self._connections):
+            try:
+                if connection.tick(now, wall):
+                    due.add(connection.actor)
+            except Exception as exc:
+                log.error("WebSocket timer check failed", exc_info=exc)
+                connection.close(1011, "internal error")
+        if due:
+            task = asyncio.create_task(self._touch(due))
+            self._touching.add(task)
+            task.add_done_callback(self._touching.discard)
+
+    async def _touch(self, users: set[str]) -> None:
+        # An open socket keeps its user online; the server expires them once it closes.
+        for user in users:
+            try:
+                await self._runtime.presence.touch(user)
+            except Exception:
+                log.warning("could not renew the presence of a connected user", exc_info=True)
+
+
+def ticker_of(socket: WebSocket[Any, Any, Any], runtime: Runtime) -> Ticker:
+    state = socket.app.state
+    ticker = state.get("ws_ticker")
+    if ticker is None:
+        ticker = state.ws_ticker = Ticker(runtime)
+    return cast(Ticker, ticker)
 
 
 class Connection:
-    """One accepted socket: a reader, a producer (the session's frames), a writer and a timer."""
+    """One accepted socket. Its handler task reads client frames; a writer task runs only while
+    frames are queued; live events are queued by the session from the bus, and timers are the
+    shared `Ticker`'s. The `FrameSink` of its `RealtimeSession`."""
 
     def __init__(
         self,
@@ -222,50 +293,72 @@ class Connection:
         runtime: Runtime,
         session: RealtimeSession,
         claims: AccessClaims,
+        ticker: Ticker,
     ) -> None:
         settings = runtime.settings
         self._socket, self._runtime, self._session, self._settings = socket, runtime, session, settings
+        self.actor = session.actor
+        self._ticker = ticker
         self._expires_at = claims.expires_at
         self.queue = SendQueue(settings.ws_send_queue_frames, settings.ws_send_queue_bytes)
         self._bucket = TokenBucket(settings.ws_frames_per_minute / 60, settings.ws_burst)
         self._refused_in_a_row = 0
         now = time.monotonic()
-        self._last_received = self._last_sent = now
+        self._last_received = self._last_sent = self._last_touch = now
         self._ping_sent_at: float | None = None
-        self._last_touch = now
         self._sending_since: float | None = None
         self._close: tuple[int, str] | None = None
+        self._close_sent = False
         self._peer_gone = False
-        self._done = asyncio.Event()
-        self._tick_s = (
-            min(0.5, settings.ws_heartbeat_s, settings.ws_ping_interval_s, settings.ws_ping_timeout_s) / 2
-        )
+        self._writer: asyncio.Task[None] | None = None
+        self._writer_waits: asyncio.Future[bool] | None = None  # the writer waits for frames
+        self._handler: asyncio.Task[Any] | None = None
+        self._reading = False  # the handler is in its interruptible part (sending `first`, reading)
+        self._interrupted = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self, first: list[AnyServerFrame]) -> None:
-        await self._runtime.presence.touch(self._session.actor)
+        self._handler = asyncio.current_task()
+        await self._runtime.presence.touch(self.actor)
         self._last_touch = time.monotonic()
-        workers = [
-            asyncio.create_task(self._guard(self._read())),
-            asyncio.create_task(self._guard(self._produce(first))),
-            asyncio.create_task(self._guard(self._tick())),
-        ]
-        writer = asyncio.create_task(self._write())
+        self._ticker.add(self)
         try:
-            await self._done.wait()
+            await self._serve(first)
         finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            try:
-                # The send in flight finishes, then the close frame; a client that never reads
-                # again is dropped after the linger.
-                await asyncio.wait_for(writer, CLOSE_LINGER_S)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
-            except Exception:
-                log.debug("the writer failed while closing", exc_info=True)
+            self._ticker.discard(self)
+            await self._drain()
+
+    async def _serve(self, first: list[AnyServerFrame]) -> None:
+        self._reading = True
+        try:
+            await self.push_all(first)
+            self._session.attach(self)
+            await self._read()
+        except asyncio.CancelledError:
+            handler = self._handler
+            if not self._interrupted or handler is None or handler.uncancel() > 0:
+                raise  # not (only) our own interruption: the server is stopping
+        except WebSocketDisconnect:
+            self._peer_left()
+        except Exception as exc:
+            log.error("WebSocket connection failed", exc_info=exc)
+            self.close(1011, "internal error")
+        finally:
+            self._reading = False
+
+    async def _drain(self) -> None:
+        """The send in flight finishes, then the queued frames and the close frame; a client that
+        never reads again is dropped after the linger."""
+        self._start_writer()
+        if self._writer is None:
+            return
+        try:
+            await asyncio.wait_for(self._writer, CLOSE_LINGER_S)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.debug("the writer failed while closing", exc_info=True)
 
     def close(self, code: int, reason: str) -> None:
         """Close with `code` (the first reason wins). Queued frames go out first (the acks of a
@@ -273,34 +366,32 @@ class Connection:
         if self._close is None and not self._peer_gone:
             self._close = (code, reason)
             self.queue.close(drop=code == CloseCode.RESUME_FROM_CURSOR)
-        self._done.set()
+        self._stop_reading()
+
+    def stop(self, code: int, reason: str) -> None:
+        self.close(code, reason)
 
     def _peer_left(self) -> None:
         self._peer_gone = True
         self.queue.close(drop=True)
-        self._done.set()
+        self._stop_reading()
 
-    async def _guard(self, work: Any) -> None:
-        try:
-            await work
-        except asyncio.CancelledError:
-            raise
-        except StopAsyncIteration:
-            self.close(CloseCode.SERVER_RESTART, "the event bus closed")
-        except Exception as exc:
-            if self._done.is_set():
-                return
-            if isinstance(exc, WebSocketDisconnect):
-                self._peer_left()
-                return
-            log.error("WebSocket connection failed", exc_info=exc)
-            self.close(1011, "internal error")
+    def _stop_reading(self) -> None:
+        # The handler may be waiting for a client frame: interrupt it, from the loop, so a close
+        # requested by the handler itself (deep in a frame's handling) never cancels it.
+        if self._reading and not self._interrupted:
+            asyncio.get_running_loop().call_soon(self._interrupt)
 
-    # -- the four loops -----------------------------------------------------------------------
+    def _interrupt(self) -> None:
+        if self._reading and not self._interrupted and self._handler is not None:
+            self._interrupted = True
+            self._handler.cancel()
+
+    # -- reading ------------------------------------------------------------------------------
 
     async def _read(self) -> None:
         limit = self._settings.ws_max_frame_bytes
-        while True:
+        while self._close is None and not self._peer_gone:
             message = await self._socket.receive()
             if message["type"] == "websocket.disconnect":
                 self._peer_left()
@@ -317,12 +408,10 @@ class Connection:
                     self.close(CloseCode.POLICY, "frame flood")
                     return
                 flood = RateLimited(self._bucket.retry_after_s())
-                if not self._push(error_frame(_frame_id(data), flood)):
-                    return
+                self.push(error_frame(_frame_id(data), flood))
                 continue
             self._refused_in_a_row = 0
-            if not self._push(await self._answer(data)):
-                return
+            self.push(await self._answer(data))
 
     async def _answer(self, data: str | bytes) -> AckFrame | ErrorFrame:
         try:
@@ -344,87 +433,106 @@ class Connection:
         self._expires_at = claims.expires_at
         return AckFrame(id=frame.id)
 
-    async def _produce(self, first: list[AnyServerFrame]) -> None:
-        await self._catch_up(first)
-        session = self._session
-        while not session.ended:
-            frames = await session.next_frames()
-            if len(frames) > 1:
-                await self._catch_up(frames)
-            elif frames and not self._push(frames[0]):
-                return
-        self.close(CloseCode.SESSION_ENDED, "the session was revoked: sign in again")
+    # -- timers (called by the Ticker) --------------------------------------------------------
 
-    async def _catch_up(self, frames: list[AnyServerFrame]) -> None:
-        """Frames read from the log go at the client's pace: wait for room rather than overflow."""
-        for frame in frames:
-            text, size = self._encode(frame)
-            await self.queue.wait_for_room(size)
-            if not self.queue.push(text, size):
-                self.close(CloseCode.RESUME_FROM_CURSOR, "send queue overflow: resume from your cursor")
-                return
-
-    async def _write(self) -> None:
-        try:
-            while (text := await self.queue.get()) is not None:
-                self._sending_since = time.monotonic()
-                await self._socket.send_data(text)
-                self._last_sent, self._sending_since = time.monotonic(), None
-            if self._close is not None and not self._peer_gone:
-                code, reason = self._close
-                await self._socket.close(code, reason)
-        except Exception as exc:
-            if not isinstance(exc, WebSocketDisconnect):
-                log.debug("WebSocket send failed", exc_info=True)
-            self._peer_left()
-
-    async def _tick(self) -> None:
+    def tick(self, now: float, wall: datetime) -> bool:
+        """Check the timers; True when the user's presence is due for renewal."""
         settings = self._settings
-        while True:
-            await asyncio.sleep(self._tick_s)
-            now = time.monotonic()
-            if self._sending_since is not None and now - self._sending_since > settings.ws_send_timeout_s:
-                self.close(CloseCode.RESUME_FROM_CURSOR, "send stalled: resume from your cursor")
-                return
-            if now - self._last_touch >= PRESENCE_TOUCH_S:
-                # An open socket keeps its user online; the server expires them once it closes.
-                self._last_touch = now
-                await self._runtime.presence.touch(self._session.actor)
-            if self._runtime.clock.now() >= self._expires_at:
-                self.close(CloseCode.POLICY, "the access token expired: reconnect or send reauth in time")
-                return
-            if self._ping_sent_at is not None:
-                if now - self._ping_sent_at > settings.ws_ping_timeout_s:
-                    self.close(CloseCode.POLICY, "no answer to the heartbeat")
-                    return
-            elif now - self._last_received >= settings.ws_ping_interval_s:
-                self._ping_sent_at = now
-                ask = HeartbeatFrame(reply_within_ms=int(settings.ws_ping_timeout_s * 1000))
-                if not self._push(ask):
-                    return
-                continue
-            if now - self._last_sent >= settings.ws_heartbeat_s and self.queue.frames == 0:
-                self._last_sent = now
-                self._push(HeartbeatFrame())
+        if self._close is not None or self._peer_gone:
+            return False
+        self.retire_idle_writer(now)
+        if self._sending_since is not None and now - self._sending_since > settings.ws_send_timeout_s:
+            self.close(CloseCode.RESUME_FROM_CURSOR, "send stalled: resume from your cursor")
+        elif wall >= self._expires_at:
+            self.close(CloseCode.POLICY, "the access token expired: reconnect or send reauth in time")
+        elif self._ping_sent_at is not None:
+            if now - self._ping_sent_at > settings.ws_ping_timeout_s:
+                self.close(CloseCode.POLICY, "no answer to the heartbeat")
+        elif now - self._last_received >= settings.ws_ping_interval_s:
+            self._ping_sent_at = now
+            self.push(HeartbeatFrame(reply_within_ms=int(settings.ws_ping_timeout_s * 1000)))
+        elif now - self._last_sent >= settings.ws_heartbeat_s and self.queue.frames == 0:
+            self._last_sent = now
+            self.push(_HEARTBEAT)
+        if now - self._last_touch >= PRESENCE_TOUCH_S:
+            self._last_touch = now
+            return True
+        return False
 
     # -- frames out ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _encode(frame: AnyServerFrame) -> tuple[str, int]:
-        raw = _encoder.encode(frame)
-        return raw.decode(), len(raw)
-
-    def _push(self, frame: AnyServerFrame) -> bool:
+    def push(self, frame: AnyServerFrame) -> bool:
         """Queue one frame; False (and the socket closing with 4000) when a durable one overflows."""
-        text, size = self._encode(frame)
+        if self.queue.closed:
+            return True  # closing: nothing more goes out
+        text, size = _encoded(frame)
         ephemeral = isinstance(frame, TypingNotice) or (
             isinstance(frame, HeartbeatFrame) and frame.reply_within_ms is None
         )
         if self.queue.push(text, size, ephemeral=ephemeral):
+            self._start_writer()
             return True
         kind = "events" if isinstance(frame, EventFrame) else "frames"
         self.close(CloseCode.RESUME_FROM_CURSOR, f"send queue overflow ({kind}): resume from your cursor")
         return False
+
+    async def push_all(self, frames: list[AnyServerFrame]) -> None:
+        """Frames read from the log go at the client's pace: wait for room rather than overflow."""
+        for frame in frames:
+            text, size = _encoded(frame)
+            await self.queue.wait_for_room(size)
+            if not self.queue.push(text, size):
+                self.close(CloseCode.RESUME_FROM_CURSOR, "send queue overflow: resume from your cursor")
+                return
+            self._start_writer()
+
+    def _start_writer(self) -> None:
+        waiting = self._writer_waits
+        if waiting is not None:
+            self._writer_waits = None
+            waiting.set_result(True)
+        elif self._writer is None and not self._peer_gone:
+            self._writer = asyncio.create_task(self._write())
+
+    def retire_idle_writer(self, now: float) -> None:
+        """End a writer that found nothing to send for a while: an idle socket holds no task,
+        a busy one keeps its writer (starting a task per frame costs more than waking one)."""
+        waiting = self._writer_waits
+        if waiting is not None and now - self._last_sent >= WRITER_IDLE_S:
+            self._writer_waits = None
+            waiting.set_result(False)
+
+    async def _write(self) -> None:
+        """Send what is queued, then (once closing) the close frame; ends when idle or closed."""
+        socket, queue = self._socket, self.queue
+        try:
+            while True:
+                while (text := queue.pop()) is not None:
+                    self._sending_since = time.monotonic()
+                    await socket.send({"type": "websocket.send", "text": text, "bytes": None})
+                    self._last_sent, self._sending_since = time.monotonic(), None
+                if queue.closed or self._peer_gone:
+                    break
+                self._writer_waits = asyncio.get_running_loop().create_future()
+                if not await self._writer_waits and not queue.frames and not queue.closed:
+                    return  # retired while idle (and nothing came since)
+            if self._close is not None and not self._peer_gone and not self._close_sent:
+                self._close_sent = True
+                await socket.close(*self._close)
+        except Exception as exc:
+            if not isinstance(exc, WebSocketDisconnect):
+                log.debug("WebSocket send failed", exc_info=True)
+            self._peer_left()
+        finally:
+            self._writer, self._writer_waits = None, None
+
+
+_HEARTBEAT = HeartbeatFrame()
+
+
+def _encoded(frame: AnyServerFrame) -> tuple[str, int]:
+    raw = encode_frame(frame)
+    return raw.decode(), len(raw)
 
 
 def _frame_id(data: str | bytes) -> str | None:
@@ -460,7 +568,7 @@ async def realtime_socket(socket: WebSocket[Any, Any, Any]) -> None:
     try:
         first = await session.open(shaken.cursor)
         await socket.accept(subprotocols=shaken.subprotocol)
-        await Connection(socket, runtime, session, shaken.claims).run(first)
+        await Connection(socket, runtime, session, shaken.claims, ticker_of(socket, runtime)).run(first)
     finally:
         with contextlib.suppress(Exception):
             await session.close()

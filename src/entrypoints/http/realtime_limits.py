@@ -33,7 +33,8 @@ class SendQueue:
     Ephemeral frames (typing, plain heartbeats) never overflow it: they are dropped when there is
     no room, and dropped first when a durable frame needs room. A durable frame that still does not
     fit makes `push` return False: the client reads too slowly and must resume from its cursor.
-    One frame is always let into an empty queue, whatever its size.
+    One frame is always let into an empty queue, whatever its size. Taking is synchronous
+    (`pop`): the connection's writer runs only while frames are queued.
     """
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
@@ -42,9 +43,8 @@ class SendQueue:
         self.frames = self.bytes = 0
         self.shed = 0  # ephemeral frames dropped
         self.deepest = 0  # the most frames ever queued (for diagnostics and tests)
-        self._closed = False
-        self._ready = asyncio.Event()  # something to send, or closed
-        self._room = asyncio.Event()  # something was taken out
+        self.closed = False
+        self._room: asyncio.Event | None = None  # made only while a catch-up waits for room
 
     def _fits(self, size: int) -> bool:
         return self.frames == 0 or (
@@ -52,7 +52,7 @@ class SendQueue:
         )
 
     def push(self, text: str, size: int, *, ephemeral: bool = False) -> bool:
-        if self._closed:
+        if self.closed:
             return True  # closing: nothing more goes out, and nothing overflows either
         if not self._fits(size):
             if ephemeral:
@@ -65,7 +65,6 @@ class SendQueue:
         self.frames += 1
         self.bytes += size
         self.deepest = max(self.deepest, self.frames)
-        self._ready.set()
         return True
 
     def _shed_ephemeral(self) -> None:
@@ -81,31 +80,30 @@ class SendQueue:
 
     async def wait_for_room(self, size: int) -> None:
         """Until a frame of `size` would fit (catch-up reads go at the client's pace)."""
-        while not self._closed and not self._fits(size):
+        while not self.closed and not self._fits(size):
+            self._room = self._room or asyncio.Event()
             self._room.clear()
             await self._room.wait()
 
-    async def get(self) -> str | None:
-        """The next frame to send; None once the queue is closed and empty."""
-        while not self._items:
-            if self._closed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
+    def pop(self) -> str | None:
+        """The next frame to send; None when there is none (now)."""
+        if not self._items:
+            return None
         text, size, _ = self._items.popleft()
         self.frames -= 1
         self.bytes -= size
-        self._room.set()
+        if self._room is not None:
+            self._room.set()
         return text
 
     def close(self, *, drop: bool) -> None:
         """No more frames; with `drop`, forget those not sent yet."""
-        self._closed = True
+        self.closed = True
         if drop:
             self._items.clear()
             self.frames = self.bytes = 0
-        self._ready.set()
-        self._room.set()
+        if self._room is not None:
+            self._room.set()
 
 
 class SocketRegistry:
