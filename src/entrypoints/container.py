@@ -488,13 +488,19 @@ async def _mongo_runtime(
     from adapters.mongo.kit import mongo_core
 
     kit = mongo_core(
-        settings.database_url, limits=settings.limits, clock=clock, ids=ids, bus=_relay_bus(broker)
+        settings.database_url,
+        require_replica_set=settings.mongo_require_replica_set,
+        timeout_ms=round(settings.mongo_timeout_s * 1000),
+        limits=settings.limits,
+        clock=clock,
+        ids=ids,
+        bus=_relay_bus(broker),
     )
     async with kit as core:
 
         async def ready() -> bool:
             try:
-                await check_server(core.store)
+                await check_server(core.store, require_replica_set=settings.mongo_require_replica_set)
             except Exception:
                 return False
             return True
@@ -694,7 +700,12 @@ def init_db(settings: Settings) -> str:
     from adapters.mongo.kit import mongo_core
 
     async def create_indexes() -> None:
-        async with mongo_core(settings.database_url, limits=settings.limits, create_indexes=True):
+        async with mongo_core(
+            settings.database_url,
+            require_replica_set=settings.mongo_require_replica_set,
+            limits=settings.limits,
+            create_indexes=True,
+        ):
             pass
 
     asyncio.run(create_indexes())

@@ -60,6 +60,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Storage and infrastructure. Empty means the embedded default.
     data_dir: str = "./chatcore-data"
     database_url: str = ""  # "" = SQLite file in data_dir; "memory://"; "sqlite:///path"
+    # MongoDB only. True (the default) refuses a standalone server at start-up: the change and its
+    # events commit in one multi-document transaction, which needs a replica set. False accepts a
+    # server that says it is none (the mongoeco wire server of the tests) once a probe shows that
+    # it isolates and rolls back transactions; a server that does not is refused all the same.
+    mongo_require_replica_set: bool = True
+    # MongoDB only: the budget of each database call (CSOT timeoutMS). A dead or frozen database
+    # answers 503 + Retry-After after about this long, within the 5 s SECURITY.md R3 asks for.
+    mongo_timeout_s: Annotated[float, msgspec.Meta(ge=0.1, le=60)] = 4.0
     broker_url: str = ""  # "" = in-process event bus
     # Redis keys and Pub/Sub channels start with this: deployments sharing one Redis differ here.
     broker_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "chatcore:"

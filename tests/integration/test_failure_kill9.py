@@ -41,8 +41,11 @@ __all__ = ["bounded"]
 pytestmark = pytest.mark.slow
 
 WRITERS = 4
-PER_WRITER = 200
-CHATS = 8
+# SECURITY.md R5 asks for 4 writers x 500 in 20 chats: 19-25 s here on 2 shared cores, too close to
+# the 30 s bound, so the test runs 4 x 200 in 8 chats and `python -m bench.failures kill9` runs
+# the full size through these two knobs.
+PER_WRITER = int(os.environ.get("CHAOS_PER_WRITER") or 200)
+CHATS = int(os.environ.get("CHAOS_CHATS") or 8)
 MAX_TRIES = 12  # backoff 50 ms doubling to 2 s: about 13 s of retrying, longer than a restart
 OUTBOX_DRAIN_S = 10.0
 RETRYABLE = {429, 502, 503, 504}
