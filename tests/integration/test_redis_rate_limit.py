@@ -71,7 +71,7 @@ async def test_buckets_expire_once_they_would_be_full(
 
 async def test_limits_per_instance_while_redis_is_down(redis_server: RedisServer) -> None:
     client = redis_client(redis_server.url, socket_timeout_s=0.5, connect_timeout_s=0.5)
-    limiter = RedisRateLimiter(client, prefix="down:")
+    limiter = RedisRateLimiter(client, prefix="down:", retry_interval_s=0)  # ask Redis every time
     rule = RateRule(name="send", burst=2, per_second=0.001)
     try:
         async with asyncio.timeout(20):
@@ -82,5 +82,25 @@ async def test_limits_per_instance_while_redis_is_down(redis_server: RedisServer
             redis_server.start()
             assert (await limiter.hit("u9", rule)).allowed
             assert await client.exists("down:rl:send:u9")  # back on the shared bucket
+    finally:
+        await client.aclose()
+
+
+async def test_while_redis_is_down_only_one_request_per_interval_asks_it(redis_server: RedisServer) -> None:
+    client = redis_client(redis_server.url, socket_timeout_s=0.5, connect_timeout_s=0.5)
+    ticks = [0.0]
+    limiter = RedisRateLimiter(client, prefix="probe:", retry_interval_s=1.0, monotonic=lambda: ticks[0])
+    rule = RateRule(name="send", burst=1, per_second=0.001)
+    try:
+        async with asyncio.timeout(20):
+            redis_server.stop()
+            assert (await limiter.hit("u1", rule)).allowed  # Redis refused: the local bucket's token
+            redis_server.start()
+            # Within the interval Redis is not asked, though it is back: the local bucket is empty.
+            assert not (await limiter.hit("u1", rule)).allowed
+            assert not await client.exists("probe:rl:send:u1")
+            ticks[0] = 1.5  # the interval is over: this request asks Redis, whose bucket is full
+            assert (await limiter.hit("u1", rule)).allowed
+            assert await client.exists("probe:rl:send:u1")
     finally:
         await client.aclose()

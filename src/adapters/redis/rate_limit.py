@@ -8,13 +8,17 @@ for all instances. redis-py's Script runs EVALSHA and falls back to loading the 
 
 When Redis cannot be reached the limiter does not fail the request: it decides with a local
 in-process bucket (`fallback`) until Redis answers again, so sends keep working through a
-broker outage, limited per instance instead of globally.
+broker outage, limited per instance instead of globally. While Redis is away only one request
+per `retry_interval_s` asks it again: the others go straight to the fallback, so an outage never
+makes every request wait for a connection attempt first.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
+from collections.abc import Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -72,6 +76,8 @@ class RedisRateLimiter:
         prefix: str = "chatcore:",
         clock: Clock | None = None,
         fallback: RateLimiter | None = None,
+        retry_interval_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -79,9 +85,15 @@ class RedisRateLimiter:
         self._script = client.register_script(_BUCKET_SCRIPT)
         self._fallback = fallback or MemoryRateLimiter(clock or SystemClock())
         self._degraded = False
+        self._retry_interval_s, self._monotonic = retry_interval_s, monotonic
+        self._next_probe = 0.0  # while degraded: when a request may ask Redis again
+        self._probing = False  # one request is asking Redis whether it is back
 
     async def hit(self, key: str, rule: RateRule) -> RateDecision:
+        if self._degraded and (self._probing or self._monotonic() < self._next_probe):
+            return await self._fallback.hit(key, rule)
         now = "" if self._clock is None else repr(self._clock.now().timestamp())
+        self._probing = self._degraded
         try:
             allowed, retry_after = await self._script(
                 keys=[f"{self._prefix}rl:{rule.name}:{key}"],
@@ -91,7 +103,10 @@ class RedisRateLimiter:
             if not self._degraded:
                 _log.warning("Redis rate limiter unavailable (%s); limiting per instance", exc)
                 self._degraded = True
+            self._next_probe = self._monotonic() + self._retry_interval_s
             return await self._fallback.hit(key, rule)
+        finally:
+            self._probing = False
         if self._degraded:
             _log.info("Redis rate limiter back")
             self._degraded = False
