@@ -1,6 +1,7 @@
 """The failure scenarios at the sizes SECURITY.md §2 gives, beyond the tests' 30 s bound.
 
     .venv/bin/python -m bench.failures kill9            # R5: 4 writers x 500 in 20 chats, SIGKILL, restart
+    .venv/bin/python -m bench.failures broker           # R1: 1,000 sends at 100/s, Redis down 10 s, 20 WS
     .venv/bin/python -m bench.failures slow-consumer    # R4: 20,000 events, 10 healthy sockets, 1 stalled
     .venv/bin/python -m bench.failures all
 
@@ -36,6 +37,11 @@ SCENARIOS = {
         "tests/integration/test_failure_kill9.py",
         {"CHAOS_PER_WRITER": "500", "CHAOS_CHATS": "20"},
         timeout_s=180,
+    ),
+    "broker": Scenario(
+        "tests/integration/test_failure_broker.py",
+        {"R1_SENDS": "1000", "R1_RATE": "100", "R1_OUTAGE_S": "10", "R1_CLIENTS": "20", "R1_BUDGET_S": "60"},
+        timeout_s=120,
     ),
     "slow-consumer": Scenario(
         "tests/integration/test_failure_slow_consumer.py",

@@ -6,6 +6,7 @@ the WebSocket layer into an error frame, from the same `problem_for`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -77,6 +78,16 @@ UNAVAILABLE = problem(
     "the database is unreachable; nothing was stored, retry later",
     retry_after_s=STORE_RETRY_AFTER_S,
 )
+
+
+def log_failure(logger: logging.Logger, exc: BaseException, message: str, *args: object) -> None:
+    """Log an error that becomes a 5xx. A database outage is expected and refuses every request
+    while it lasts: one WARNING line with its reason, no traceback, so it does not flood the log
+    or hide a real bug. Anything else is unexpected: ERROR with the traceback."""
+    if isinstance(exc, StoreUnavailable):
+        logger.warning(message + ": database unavailable (%s)", *args, exc)
+    else:
+        logger.error(message, *args, exc_info=exc)
 
 
 def problem_for(exc: BaseException) -> Problem:

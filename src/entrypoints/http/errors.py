@@ -11,7 +11,7 @@ from litestar.exceptions import HTTPException, ValidationException
 
 from chatcore.domain.errors import DomainError
 from entrypoints.logs import request_id
-from entrypoints.problems import Problem, problem, problem_for
+from entrypoints.problems import Problem, log_failure, problem, problem_for
 
 log = logging.getLogger("chatcore.http")
 security_log = logging.getLogger("chatcore.security")
@@ -101,13 +101,10 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     # The trace goes to the log with the request id, never to the client. A database outage
-    # answers 503 + Retry-After (problem_for knows it); anything else the generic 500.
-    log.error(
-        "unhandled error on %s %s (request %s)",
-        request.method,
-        request.scope["path"],
-        request_id(),
-        exc_info=exc,
+    # answers 503 + Retry-After (problem_for knows it) and logs one warning line; anything else
+    # the generic 500, logged with its traceback.
+    log_failure(
+        log, exc, "unhandled error on %s %s (request %s)", request.method, request.scope["path"], request_id()
     )
     return problem_response(problem_for(exc))
 

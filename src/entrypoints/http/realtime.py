@@ -76,7 +76,7 @@ from entrypoints.container import Runtime
 from entrypoints.http.deps import Actor
 from entrypoints.http.guards import PUBLIC, runtime_of
 from entrypoints.http.realtime_limits import SendQueue, SocketRegistry, TokenBucket
-from entrypoints.problems import Problem, problem, problem_for
+from entrypoints.problems import Problem, log_failure, problem, problem_for
 from entrypoints.settings import Settings
 
 log = logging.getLogger("chatcore.realtime")
@@ -187,7 +187,7 @@ def error_frame(frame_id: str | None, exc: BaseException) -> ErrorFrame:
     """The WS twin of the problem+json response: the same table, `problem_for`."""
     p = problem_for(exc)
     if p.status >= 500:
-        log.error("unhandled error on a WebSocket frame", exc_info=exc)
+        log_failure(log, exc, "unhandled error on a WebSocket frame")
     return ErrorFrame(
         id=frame_id,
         status=p.status,
