@@ -14,6 +14,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Self
 
@@ -65,6 +66,8 @@ class MongoUnitOfWork:
         self._lock: asyncio.Lock | None = None
         self._commit_failed = False
         self._active = False
+        self._deadline: float | None = None  # loop time by which the unit must be done
+        self._budget_scope: AbstractContextManager[object] | None = None
         # Typed as the ports: the UnitOfWork protocol's attributes are mutable, hence invariant.
         self.users: UserRepository = MongoUserRepository(self)
         self.credentials: CredentialRepository = MongoCredentialRepository(self)
@@ -80,12 +83,23 @@ class MongoUnitOfWork:
             raise RuntimeError("this unit of work is already in use")
         self._active = True
         self._events, self._versions = [], {}
+        # One deadline for the whole unit, the wait for the per-chat lock included: during an
+        # outage a send queued behind another answers within the database budget too, instead
+        # of waiting for the lock and then getting a budget of its own for every call.
+        budget = self.store.client.options.timeout
+        self._deadline = None if budget is None else asyncio.get_running_loop().time() + budget
+        self._budget_scope = None if budget is None else pymongo.timeout(budget)
+        if self._budget_scope is not None:
+            self._budget_scope.__enter__()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._events, self._versions = [], {}
+        scope, self._budget_scope = self._budget_scope, None
+        if scope is not None:
+            scope.__exit__(None, None, None)  # the abort below has a budget of its own
         try:
             await self._end_transaction()
         finally:
@@ -123,8 +137,11 @@ class MongoUnitOfWork:
             raise RuntimeError("a unit of work is used inside `async with` only")
         if self._lock is None:
             lock = self.store.locks.get(key)
+            wait_s = self.store.lock_wait_s
+            if self._deadline is not None:
+                wait_s = max(0.0, min(wait_s, self._deadline - asyncio.get_running_loop().time()))
             try:
-                await asyncio.wait_for(lock.acquire(), self.store.lock_wait_s)
+                await asyncio.wait_for(lock.acquire(), wait_s)
             except TimeoutError:
                 return  # go on unqueued: the version checks still decide who wins
             self._lock = lock
