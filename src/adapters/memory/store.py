@@ -73,6 +73,11 @@ class Staged[K, V]:
             if row is not None and predicate(row):
                 yield copy.deepcopy(row)
 
+    def keys_where(self, predicate: Callable[[V], bool]) -> list[K]:
+        """The keys of the rows matching `predicate`, sorted, without copying any row."""
+        keys = self._rows.keys() | self._changes.keys()
+        return sorted(k for k in keys if (row := self._peek(k)) is not None and predicate(row))  # type: ignore[type-var]
+
     def apply(self) -> None:
         for key, value in self._changes.items():
             if value is _DELETED:

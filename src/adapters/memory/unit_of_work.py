@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
@@ -68,13 +70,26 @@ class MemoryGroupRepository:
     async def list_for_user(self, user_id: str) -> list[Group]:
         return sorted(self._table.find(lambda g: g.is_member(user_id)), key=lambda g: g.id)
 
+    async def ids_for_user(self, user_id: str) -> list[str]:
+        return self._table.keys_where(lambda g: g.is_member(user_id))
+
 
 class MemoryChatRepository:
     def __init__(self, table: Staged[str, Chat]) -> None:
         self._table = table
+        # Chats handed out by `get_for_member`, by identity, with their fields as loaded.
+        self._narrowed: dict[int, tuple[Chat, Chat]] = {}
 
     async def get(self, chat_id: str) -> Chat | None:
         return self._table.get(chat_id)
+
+    async def get_for_member(self, chat_id: str, user_id: str) -> Chat | None:
+        chat = self._table.get(chat_id)
+        if chat is None:
+            return None
+        chat.members = {user_id: chat.members[user_id]} if user_id in chat.members else {}
+        self._narrowed[id(chat)] = (chat, copy.deepcopy(chat))
+        return chat
 
     async def get_direct(self, key: str) -> Chat | None:
         return next(self._table.find(lambda c: c.direct_key == key), None)
@@ -85,13 +100,27 @@ class MemoryChatRepository:
         self._table.put(chat.id, chat)
 
     async def save(self, chat: Chat) -> None:
+        narrowed = self._narrowed.get(id(chat))
+        if narrowed is not None and narrowed[0] is chat:
+            chat = _with_seq_of(chat, narrowed[1], self._table.get(chat.id))
         self._table.put(chat.id, chat)
 
     async def list_for_user(self, user_id: str) -> list[Chat]:
         return sorted(self._table.find(lambda c: c.is_member(user_id)), key=lambda c: c.id)
 
+    async def ids_for_user(self, user_id: str) -> list[str]:
+        return self._table.keys_where(lambda c: c.is_member(user_id))
+
     async def list_by_group(self, group_id: str) -> list[Chat]:
         return sorted(self._table.find(lambda c: c.group_id == group_id), key=lambda c: c.id)
+
+
+def _with_seq_of(narrowed: Chat, loaded: Chat, stored: Chat | None) -> Chat:
+    """The stored chat with the narrowed one's last_seq: the only change a narrowed chat may carry."""
+    if stored is None or dataclasses.replace(narrowed, last_seq=loaded.last_seq) != loaded:
+        raise ValueError("a chat loaded for one member can only have its last_seq saved")
+    stored.last_seq = narrowed.last_seq
+    return stored
 
 
 class MemoryMessageRepository:

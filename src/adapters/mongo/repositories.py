@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 Doc = dict[str, Any]
 
 
+async def _ids_where(uow: MongoUnitOfWork, coll: Any, query: Doc) -> list[str]:
+    """The ids of the matching documents, in id order: only `_id` comes back, nothing decoded.
+
+    Only read, never written back, so no version is remembered for them."""
+    with translated():
+        cursor = coll.find(query, {"_id": 1}, sort=[("_id", ASCENDING)], session=uow.session)
+        return [doc["_id"] async for doc in cursor]
+
+
 class MongoUserRepository:
     def __init__(self, uow: MongoUnitOfWork) -> None:
         self._uow = uow
@@ -89,6 +98,9 @@ class MongoGroupRepository:
         docs = await self._uow.find(self._coll, {"members.user_id": user_id}, sort=[("_id", ASCENDING)])
         return [d.group_from(doc) for doc in docs]
 
+    async def ids_for_user(self, user_id: str) -> list[str]:
+        return await _ids_where(self._uow, self._coll, {"members.user_id": user_id})
+
 
 class MongoChatRepository:
     def __init__(self, uow: MongoUnitOfWork) -> None:
@@ -99,6 +111,10 @@ class MongoChatRepository:
         await self._uow.lock(f"chat:{chat_id}")
         doc = await self._uow.find_one(self._coll, {"_id": chat_id})
         return d.chat_from(doc) if doc is not None else None
+
+    async def get_for_member(self, chat_id: str, user_id: str) -> Chat | None:
+        # The whole chat: a save writes the whole document, so a narrowed one would lose members.
+        return await self.get(chat_id)
 
     async def get_direct(self, key: str) -> Chat | None:
         doc = await self._uow.find_one(self._coll, {"direct_key": key})
@@ -114,6 +130,9 @@ class MongoChatRepository:
     async def list_for_user(self, user_id: str) -> list[Chat]:
         docs = await self._uow.find(self._coll, {"members.user_id": user_id}, sort=[("_id", ASCENDING)])
         return [d.chat_from(doc) for doc in docs]
+
+    async def ids_for_user(self, user_id: str) -> list[str]:
+        return await _ids_where(self._uow, self._coll, {"members.user_id": user_id})
 
     async def list_by_group(self, group_id: str) -> list[Chat]:
         docs = await self._uow.find(self._coll, {"group_id": group_id}, sort=[("_id", ASCENDING)])

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import re
 import sqlite3
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -228,6 +230,12 @@ class SqliteGroupRepository(_Repository):
             )
         )
 
+    async def ids_for_user(self, user_id: str) -> list[str]:
+        rows = await self._all(
+            "SELECT group_id FROM group_members WHERE user_id = ? ORDER BY group_id", (user_id,)
+        )
+        return [row[0] for row in rows]
+
 
 # -- chats ----------------------------------------------------------------------------------
 
@@ -240,6 +248,19 @@ _CHAT_FIELDS = operator.attrgetter(
     *(f.name for f in dataclasses.fields(Chat) if f.name not in ("members", "last_seq"))
 )
 _MEMBER_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(ChatMember)))
+
+
+# A chat document without its members: what a send reads (msgspec skips the members unparsed).
+_CHAT_HEAD_FIELDS = [
+    (name, kind) for name, kind in typing.get_type_hints(Chat).items() if name not in ("members", "last_seq")
+]
+_ChatHead = msgspec.defstruct("_ChatHead", _CHAT_HEAD_FIELDS)
+_chat_heads = msgspec.json.Decoder(_ChatHead)
+_member = msgspec.json.Decoder(ChatMember)
+# Ids this safe need no escaping in a JSON path; others take the slow, whole-document way.
+_PLAIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# Documents shorter than this (a few dozen members) are decoded whole by `get_for_member`.
+_WHOLE_DOC_BELOW = 4096
 
 
 def _state(chat: Chat) -> object:
@@ -266,6 +287,8 @@ class SqliteChatRepository(_Repository):
         # What the stored document holds besides last_seq (see `_state`), by chat, as loaded
         # or written in this transaction.
         self.known_docs: dict[str, object] = {}
+        # Chats handed out by `get_for_member`, by identity, with their state as loaded.
+        self.narrowed: dict[int, tuple[Chat, object]] = {}
 
     def _loaded(self, rows: list[tuple[str, int]]) -> list[Chat]:
         chats = []
@@ -280,6 +303,30 @@ class SqliteChatRepository(_Repository):
     async def get(self, chat_id: str) -> Chat | None:
         found = self._loaded(await self._all("SELECT data, last_seq FROM chats WHERE id = ?", (chat_id,)))
         return found[0] if found else None
+
+    async def get_for_member(self, chat_id: str, user_id: str) -> Chat | None:
+        row = await self._one("SELECT data, last_seq FROM chats WHERE id = ?", (chat_id,))
+        if row is None:
+            return None
+        data, last_seq = row
+        if len(data) > _WHOLE_DOC_BELOW and _PLAIN_ID.match(user_id):
+            chat = await self._head_with(data, last_seq, user_id)
+        else:
+            # A small document decodes whole about as fast, and the unit then knows its members.
+            chat = self._loaded([(data, last_seq)])[0]
+            chat.members = {user_id: chat.members[user_id]} if user_id in chat.members else {}
+        self.narrowed[id(chat)] = (chat, _state(chat))
+        return chat
+
+    async def _head_with(self, data: str, last_seq: int, user_id: str) -> Chat:
+        """The chat's fields and one member, without decoding the others (SQLite finds it).
+
+        Read in the same transaction as `data`, so the member is that document's."""
+        head = msgspec.structs.asdict(_chat_heads.decode(data))
+        path = f'$.members."{user_id}"'
+        (member,) = await self._one("SELECT json_extract(?, ?)", (data, path))
+        members = {user_id: _member.decode(member)} if member is not None else {}
+        return Chat(**head, members=members, last_seq=last_seq)
 
     async def get_direct(self, key: str) -> Chat | None:
         found = self._loaded(await self._all("SELECT data, last_seq FROM chats WHERE direct_key = ?", (key,)))
@@ -297,6 +344,13 @@ class SqliteChatRepository(_Repository):
         self.known_docs[chat.id] = _state(chat)
 
     async def save(self, chat: Chat) -> None:
+        narrowed = self.narrowed.get(id(chat))
+        if narrowed is not None and narrowed[0] is chat:
+            if _state(chat) != narrowed[1]:
+                raise ValueError("a chat loaded for one member can only have its last_seq saved")
+            params = (chat.last_seq, chat.id)
+            await self._tx.run(lambda c: c.execute("UPDATE chats SET last_seq = ? WHERE id = ?", params))
+            return
         known = self.known_docs.get(chat.id)
         if known is not None and chat.id in self.known_members and _state(chat) == known:
             params = (chat.last_seq, chat.id)
@@ -327,6 +381,12 @@ class SqliteChatRepository(_Repository):
                 (user_id,),
             )
         )
+
+    async def ids_for_user(self, user_id: str) -> list[str]:
+        rows = await self._all(
+            "SELECT chat_id FROM chat_members WHERE user_id = ? ORDER BY chat_id", (user_id,)
+        )
+        return [row[0] for row in rows]
 
     async def list_by_group(self, group_id: str) -> list[Chat]:
         return self._loaded(

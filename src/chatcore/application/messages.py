@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from chatcore.application.common import UseCase, load_chat
+from chatcore.application.common import UseCase, load_chat, load_chat_for
 from chatcore.application.views import EditView, MessagePage, MessageView, ReadMarkerView, SendResult
 from chatcore.domain.chats import Chat
 from chatcore.domain.errors import InvalidInput, NotFound
@@ -27,7 +27,9 @@ class SendMessage(UseCase):
 
     async def __call__(self, cmd: SendMessageCommand) -> SendResult:
         async def work(uow: UnitOfWork) -> SendResult:
-            chat, group = await load_chat(uow, cmd.chat_id)
+            # The actor's own membership is checked here, inside the transaction (the real guard
+            # against a concurrent removal); the other members are not needed for a send.
+            chat, group = await load_chat_for(uow, cmd.chat_id, cmd.actor)
             if cmd.client_msg_id is not None:
                 authorize(cmd.actor, chat, group, Permission.READ_CHAT)
                 earlier = await uow.messages.get_by_client_id(chat.id, cmd.actor, cmd.client_msg_id)

@@ -134,9 +134,8 @@ class GetUpdates(UseCase):
 
     async def streams_of(self, actor: str) -> set[str]:
         async def work(uow: UnitOfWork) -> set[str]:
-            chats = await uow.chats.list_for_user(actor)
-            groups = await uow.groups.list_for_user(actor)
-            return {actor, *(c.id for c in chats), *(g.id for g in groups)}
+            # Ids only: decoding every chat (members and all) on each poll would cost far more.
+            return {actor, *await uow.chats.ids_for_user(actor), *await uow.groups.ids_for_user(actor)}
 
         return await self.read(work)
 

@@ -20,7 +20,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.routes import HTTPRoute
 
-from chatcore.application.common import load_chat, load_group
+from chatcore.application.common import load_chat_for, load_group
 from chatcore.domain.errors import Unauthenticated
 from chatcore.domain.permissions import CHAT_SCOPE, Permission, authorize
 from entrypoints.container import Runtime
@@ -71,7 +71,8 @@ def requires(permission: Permission) -> dict[str, Permission]:
 async def _authorize(runtime: Runtime, actor: str, permission: Permission, path: dict[str, Any]) -> None:
     async with runtime.service.deps.reader() as uow:
         if permission in CHAT_SCOPE:
-            chat, group = await load_chat(uow, path["chat_id"])
+            # Only the actor's own membership decides: a large chat is not decoded whole.
+            chat, group = await load_chat_for(uow, path["chat_id"], actor)
             authorize(actor, chat, group, permission)
         else:
             authorize(actor, None, await load_group(uow, path["group_id"]), permission)

@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from entrypoints.logs import reset_request_id, set_request_id
@@ -37,7 +38,10 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            await app(scope, receive, send_with_id)
+            # A websocket's frames go straight out: a wrapper would cost a call per frame of
+            # every fan-out, and there is no response header to add (the access line still
+            # gets the id, the path and the socket's lifetime).
+            await app(scope, receive, send_with_id if scope["type"] == ScopeType.HTTP else send)
         finally:
             # The path only: query strings may carry one-time tokens (magic links).
             access_log.info(

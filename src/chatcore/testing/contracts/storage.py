@@ -142,6 +142,8 @@ class StorageContract:
             assert loaded is not None and loaded.rank_of("u2") == group.rank_of("u2")
             assert [g.id for g in await uow.groups.list_for_user("u2")] == ["g1"]
             assert await uow.groups.list_for_user("u3") == []
+            assert await uow.groups.ids_for_user("u2") == ["g1"]
+            assert await uow.groups.ids_for_user("u3") == []
             await uow.groups.delete("g1")
             await uow.commit()
         async with storage.uow() as uow:
@@ -168,6 +170,48 @@ class StorageContract:
             await uow.commit()
         async with storage.uow() as uow:
             assert [c.id for c in await uow.chats.list_for_user("u2")] == [other.id]
+
+    async def test_chat_ids_for_user_match_the_chats_listed(self, storage: StorageUnderTest) -> None:
+        chats = [_group_chat(storage, "u1", "u2"), _group_chat(storage, "u2"), _group_chat(storage, "u3")]
+        async with storage.uow() as uow:
+            for chat in chats:
+                await uow.chats.add(chat)
+            assert await uow.chats.ids_for_user("u1") == [chats[0].id]  # the unit's own writes
+            await uow.commit()
+        async with storage.uow() as uow:
+            assert await uow.chats.ids_for_user("u2") == sorted(c.id for c in chats[:2])
+        chats[0].leave("u2")
+        async with storage.uow() as uow:
+            await uow.chats.save(chats[0])
+            for user in ("u1", "u2", "u3", "u4"):
+                listed = [c.id for c in await uow.chats.list_for_user(user)]
+                assert await uow.chats.ids_for_user(user) == listed
+            assert await uow.chats.ids_for_user("u2") == [chats[1].id]
+
+    async def test_a_chat_loaded_for_a_member_saves_its_seq_and_keeps_every_member(
+        self, storage: StorageUnderTest
+    ) -> None:
+        chat = _group_chat(storage, "u1", *(f"m{i}" for i in range(50)), group_id="g1")
+        async with storage.uow() as uow:
+            await uow.chats.add(chat)
+            await uow.commit()
+        async with storage.uow() as uow:
+            mine = await uow.chats.get_for_member(chat.id, "m7")
+            stranger = await uow.chats.get_for_member(chat.id, "nobody")
+            assert await uow.chats.get_for_member("no-such-chat", "m7") is None
+            assert mine is not None and stranger is not None
+            assert (mine.is_member("m7"), stranger.is_member("nobody")) == (True, False)
+            assert mine.members["m7"] == chat.members["m7"]
+            assert (mine.id, mine.kind, mine.title, mine.owner_id, mine.group_id, mine.created_at) == (
+                chat.id, chat.kind, chat.title, chat.owner_id, chat.group_id, chat.created_at,
+            )  # fmt: skip
+            assert mine.next_seq() == 1
+            await uow.chats.save(mine)
+            await uow.commit()
+        async with storage.uow() as uow:
+            stored = await uow.chats.get(chat.id)
+            assert stored is not None and stored.last_seq == 1 and stored.members == chat.members
+            assert (await uow.chats.get_for_member(chat.id, "u1")).last_seq == 1  # type: ignore[union-attr]
 
     async def test_one_direct_chat_per_pair(self, storage: StorageUnderTest) -> None:
         now = storage.clock.now()
