@@ -24,7 +24,6 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,8 @@ from tests.integration.test_multi_instance import (
     base_env,
     ready_status,
     register_and_login,
+    spawned,  # noqa: F401 (the fixture: processes stopped at the end)
     start_serve,
-    stop_process,
     undispatched,
     wait_until,
 )
@@ -86,14 +85,6 @@ class Run:
     send_s: list[tuple[float, float]] = field(default_factory=list)  # (when, how long)
     totals: dict[str, int] = field(default_factory=dict)
     outage: tuple[float, float] = (0.0, 0.0)
-
-
-@pytest.fixture
-def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
-    processes: list[subprocess.Popen[bytes]] = []
-    yield processes
-    for process in processes:
-        stop_process(process)
 
 
 def _worker(workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -220,7 +211,9 @@ def _latencies(clients: list[Client], run: Run) -> list[float]:
 
 
 def test_sends_survive_a_broker_outage_and_every_client_gets_every_message_once_in_order(
-    tmp_path: Path, spawned: list[subprocess.Popen[bytes]], redis_server: RedisServer
+    tmp_path: Path,
+    spawned: list[subprocess.Popen[bytes]],  # noqa: F811 (the fixture imported above)
+    redis_server: RedisServer,
 ) -> None:
     env = base_env(tmp_path / "shared-data", redis_server.url, f"r1{uuid.uuid4().hex[:6]}:", **SETTINGS)
     a = start_serve("a", tmp_path, env)  # A first: it migrates the database and makes the key

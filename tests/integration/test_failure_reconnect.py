@@ -26,7 +26,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.integration.test_failure_support import Account, Server, account, free_port, start, stop
+from tests.integration.test_failure_support import UNTHROTTLED, Account, Server, account, serving
 
 pytestmark = pytest.mark.slow
 
@@ -34,20 +34,12 @@ SEEDS = (11, 23, 47)
 STEPS = 26
 EMPTY_POLL_S = 1.5
 TEST_BUDGET_S = 28
-SETTINGS = {
-    # Bursts from one sender are the traffic here, not what is tested: lift the per-user rate.
-    "CHATCORE_SENDS_PER_SECOND": "100000",
-    "CHATCORE_SEND_BURST": "100000",
-}
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    running = start(tmp_path, free_port(), SETTINGS)
-    try:
+    with serving(tmp_path, UNTHROTTLED) as running:
         yield running
-    finally:
-        stop(running.process)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from chatcore.application.realtime import CloseCode
-from tests.integration.test_failure_support import Account, Server, account, free_port, start, stop
+from tests.integration.test_failure_support import UNTHROTTLED, Account, Server, account, serving
 
 pytestmark = pytest.mark.slow
 
@@ -48,20 +48,12 @@ SENDERS = 4
 BODY_CHARS = int(os.environ.get("SLOW_CONSUMER_BODY_CHARS") or 3_990)
 RSS_GROWTH_MIB = 100  # R4's bound
 ABNORMAL_CLOSURE = 1006  # the connection ended without a close frame
-SETTINGS = {
-    # A flood from one sender is the load here, not what is tested: lift the per-user send rate.
-    "CHATCORE_SENDS_PER_SECOND": "100000",
-    "CHATCORE_SEND_BURST": "100000",
-}
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    running = start(tmp_path, free_port(), SETTINGS)
-    try:
+    with serving(tmp_path, UNTHROTTLED) as running:
         yield running
-    finally:
-        stop(running.process)
 
 
 def group_rss_bytes(leader_pid: int) -> int:

@@ -25,11 +25,25 @@ from tests.integration.test_http_server_process import (
     _stop,
 )
 
-__all__ = ["PASSWORD", "Server", "free_port", "kill9", "start", "stop"]
+__all__ = ["PASSWORD", "UNTHROTTLED", "Server", "free_port", "kill9", "serving", "start", "stop"]
 
 stop = _stop
 free_port = _free_port
 start = _start
+
+# Bursts from one sender are the traffic of these scenarios, not what they test: the per-user
+# send rate is lifted (the limiter still runs).
+UNTHROTTLED = {"CHATCORE_SENDS_PER_SECOND": "100000", "CHATCORE_SEND_BURST": "100000"}
+
+
+@contextmanager
+def serving(workdir: Path, settings: dict[str, str]) -> Iterator[Server]:
+    """A real `chatcore serve` on a free port for the `with` block, stopped by its process group."""
+    running = start(workdir, free_port(), settings)
+    try:
+        yield running
+    finally:
+        stop(running.process)
 
 
 def kill9(server: Server) -> None:

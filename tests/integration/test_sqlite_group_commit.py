@@ -47,19 +47,23 @@ class Storage(msgspec.Struct):
     path: Path
 
 
+def _storage(db: SqliteDatabase, clock: FakeClock, ids: SequentialIds, path: Path) -> Storage:
+    return Storage(
+        db,
+        sqlite_uow_factory(db, clock, ids),
+        sqlite_read_uow_factory(db, clock, ids),
+        SqliteEventLog(db),
+        clock,
+        ids,
+        path,
+    )
+
+
 @pytest.fixture
 async def storage(tmp_path: Path) -> AsyncIterator[Storage]:
     clock, ids, path = FakeClock(NOW), SequentialIds(), tmp_path / "chatcore.db"
     async with SqliteDatabase(path) as db:
-        yield Storage(
-            db,
-            sqlite_uow_factory(db, clock, ids),
-            sqlite_read_uow_factory(db, clock, ids),
-            SqliteEventLog(db),
-            clock,
-            ids,
-            path,
-        )
+        yield _storage(db, clock, ids, path)
 
 
 def _rows(path: Path, sql: str) -> list[Any]:
@@ -250,15 +254,7 @@ async def test_a_read_unit_of_work_cannot_commit(storage: Storage) -> None:
 async def test_in_memory_a_read_unit_shares_the_writer_and_sees_commits_only() -> None:
     clock, ids = FakeClock(NOW), SequentialIds()
     async with SqliteDatabase(":memory:") as db:
-        storage = Storage(
-            db,
-            sqlite_uow_factory(db, clock, ids),
-            sqlite_read_uow_factory(db, clock, ids),
-            SqliteEventLog(db),
-            clock,
-            ids,
-            Path(":memory:"),
-        )
+        storage = _storage(db, clock, ids, Path(":memory:"))
         line, hold = Line(storage), asyncio.Event()
         await line.unit(lambda uow: _add_user(uow, "a"), hold=hold)
 
