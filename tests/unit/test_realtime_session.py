@@ -191,6 +191,26 @@ async def test_arrivals_beyond_the_backlog_are_read_from_the_log_in_order() -> N
     await session.close()
 
 
+async def test_a_resume_more_than_a_page_behind_reads_on_without_a_live_event() -> None:
+    # `open` returns the first page of what was missed; the rest must follow by itself, not
+    # wait for the next message to wake the session (a quiet chat would never send the rest).
+    world = World(memory_core(limits=Limits(max_updates_per_page=2)))
+    ann, bob = await world.user("ann"), await world.user("bob")
+    chat = await world.chat(ann, bob)
+    first = world.session(bob)
+    cursor = first.cursor if await first.open(None) == [] else None
+    await first.close()
+    assert cursor is not None
+    for body in ("a", "b", "c", "d", "e"):
+        await world.send(ann, chat, body)
+    again = world.session(bob)
+    page = [f for f in await again.open(cursor) if isinstance(f, EventFrame)]
+    assert len(page) == 2  # only a page came with `open`
+    rest = await frames_until(again, 3)
+    assert bodies(page + rest) == ["a", "b", "c", "d", "e"]
+    await again.close()
+
+
 async def test_an_event_frame_is_spliced_byte_for_byte_like_msgspec(world: World) -> None:
     ann, bob = await world.user("ann"), await world.user("bob")
     chat = await world.chat(ann, bob)

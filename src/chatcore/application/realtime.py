@@ -293,7 +293,7 @@ class RealtimeSession:
     def _resume(self) -> None:
         """Leave the holding state: take the backlog in order, or read the log if it overflowed."""
         backlog, self._backlog, self._holding = self._backlog, [], False
-        if backlog is None:
+        if backlog is None or self._more:  # arrivals were dropped, or the log has more than a page
             self._read_log()
             return
         for position, item in enumerate(backlog):
