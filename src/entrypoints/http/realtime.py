@@ -23,8 +23,10 @@ answer to a heartbeat asking for one; 4000 the send queue overflowed or a send s
 
 Backpressure: frames wait in a bounded `SendQueue` (`ws_send_queue_frames`/`_bytes`). Live events
 that do not fit close the socket with 4000; typing notices and plain heartbeats are shed first;
-catch-up reads from the log wait for room (they go at the client's pace). The send in flight
-is never cancelled: on close, the close frame follows it, for at most CLOSE_LINGER_S.
+catch-up reads from the log wait for room (they go at the client's pace). On close, the close
+frame follows the send in flight; when the client has read nothing for CLOSE_LINGER_S, the
+handler ends and the close frame still goes out behind what was handed to granian, so a client
+that reads again later sees its code (for at most STALLED_CLOSE_S, then the TCP connection ends).
 
 Liveness: granian answers protocol pings but sends none, and ASGI gives an app no ping, so
 liveness is in the app: when the client was silent for `ws_ping_interval_s`, the server sends a
@@ -89,6 +91,7 @@ BEARER_PROTOCOL = "chatcore.bearer."
 URL_TOKEN_PARAMS = ("access_token", "token")
 MAX_TOKEN_CHARS = 4096
 CLOSE_LINGER_S = 5.0  # how long the close frame may wait behind the send in flight
+STALLED_CLOSE_S = 120.0  # how long a close frame waits for a client that stopped reading
 
 _decoder = msgspec.json.Decoder(AnyClientFrame)
 _FIELD_IN_MESSAGE = re.compile(r"(?:unknown|missing required) field `([^`]+)`|at `\$\.([A-Za-z_]+)")
@@ -348,17 +351,37 @@ class Connection:
             self._reading = False
 
     async def _drain(self) -> None:
-        """The send in flight finishes, then the queued frames and the close frame; a client that
-        never reads again is dropped after the linger."""
+        """The send in flight finishes, then the queued frames and the close frame. A client that
+        reads nothing for the linger gets its close frame behind the bytes already handed over
+        (`_close_behind_stalled_send`), and the handler ends."""
         self._start_writer()
         if self._writer is None:
             return
         try:
             await asyncio.wait_for(self._writer, CLOSE_LINGER_S)
         except (TimeoutError, asyncio.CancelledError):
-            pass
+            await self._close_behind_stalled_send()
         except Exception:
             log.debug("the writer failed while closing", exc_info=True)
+
+    async def _close_behind_stalled_send(self) -> None:
+        """Queue the close frame behind a send that the client stopped reading, without waiting.
+
+        granian keeps the bytes of a cancelled send and writes them first; a close frame handed to
+        it in a task of its own follows them, so a client that reads again later sees its frames,
+        then the code it must act on (4000: resume). Ending the handler without it makes granian
+        write a close frame without a code (1005); cancelling a close cuts it short. Bounded by
+        STALLED_CLOSE_S: a client that never reads again is then dropped (1006).
+        """
+        if self._close is None or self._peer_gone or self._close_sent:
+            return
+        self._close_sent = True
+        task = asyncio.create_task(_bounded_close(self._socket, *self._close))
+        _STALLED_CLOSES.add(task)
+        task.add_done_callback(_STALLED_CLOSES.discard)
+        # One turn of the loop: the task hands the frame to granian before the handler ends
+        # (granian writes its own close once the handler has ended).
+        await asyncio.sleep(0)
 
     def close(self, code: int, reason: str) -> None:
         """Close with `code` (the first reason wins). Queued frames go out first (the acks of a
@@ -528,6 +551,13 @@ class Connection:
 
 
 _HEARTBEAT = HeartbeatFrame()
+# Close frames waiting behind a stalled send, referenced until they are written or given up.
+_STALLED_CLOSES: set[asyncio.Task[None]] = set()
+
+
+async def _bounded_close(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
+    with contextlib.suppress(Exception, TimeoutError):
+        await asyncio.wait_for(socket.close(code, reason), STALLED_CLOSE_S)
 
 
 def _encoded(frame: AnyServerFrame) -> tuple[str, int]:
