@@ -5,10 +5,10 @@ healthy sockets read one chat; events are sent first without, then with, an elev
 whose client stops reading (a 4 KiB receive buffer, so the kernel holds little for it). Asserted:
 the stalled socket is cut off with 4000, seen when its client reads again, however long after
 the server gave up waiting (the close frame follows what was handed over before it); the server's
-RSS grows by at most 100 MiB meanwhile; every healthy socket gets every event, in order; the stalled client, resuming
-from the last cursor it received, gets every event it missed, once, in order. Reported: events
-sent, events the stalled client got before the close, RSS before / peak / delta, and the healthy
-sockets' p50/p99 delivery latency without and with the stalled socket.
+RSS grows by at most 100 MiB meanwhile; every healthy socket gets every event, in order; the
+stalled client, resuming from the last cursor it received, gets every event it missed, once, in
+order. Reported: events sent, events the stalled client got before the close, RSS before / peak
+/ delta, and the healthy sockets' p50/p99 delivery latency without and with the stalled socket.
 
 SECURITY.md sizes the run at 20,000 events; the test sends 200 + 1,000 of 4.3 KB (the stalled
 socket is cut off after about 600: the kernel and granian buffer ~2.5 MB before the 1 MiB queue
