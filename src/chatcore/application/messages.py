@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from chatcore.application.common import UseCase, load_chat, load_chat_for
+from chatcore.application.common import UseCase, load_chat_for
 from chatcore.application.views import EditView, MessagePage, MessageView, ReadMarkerView, SendResult
 from chatcore.domain.chats import Chat
 from chatcore.domain.errors import InvalidInput, NotFound
@@ -64,7 +64,7 @@ async def _load_message(
     uow: UnitOfWork, actor: str, chat_id: str, seq: int
 ) -> tuple[Chat, Group | None, Message]:
     """A message the actor may see; an outsider gets the chat's NotFound before any message lookup."""
-    chat, group = await load_chat(uow, chat_id)
+    chat, group = await load_chat_for(uow, chat_id, actor)
     authorize(actor, chat, group, Permission.READ_CHAT)
     message = await uow.messages.get(chat.id, seq)
     if message is None:
@@ -112,7 +112,7 @@ class ListMessages(UseCase):
                 raise InvalidInput(field, f"{field} must not be negative")
 
         async def work(uow: UnitOfWork) -> MessagePage:
-            chat, group = await load_chat(uow, query.chat_id)
+            chat, group = await load_chat_for(uow, query.chat_id, query.actor)
             authorize(query.actor, chat, group, Permission.READ_CHAT)
             forward = query.after is not None
             before = None if forward else (query.before if query.before is not None else chat.last_seq + 1)
@@ -165,7 +165,7 @@ class MarkRead(UseCase):
 
     async def __call__(self, cmd: MarkReadCommand) -> ReadMarkerView:
         async def work(uow: UnitOfWork) -> ReadMarkerView:
-            chat, group = await load_chat(uow, cmd.chat_id)
+            chat, group = await load_chat_for(uow, cmd.chat_id, cmd.actor)
             marker = await uow.read_markers.get(chat.id, cmd.actor) or ReadMarker(chat.id, cmd.actor)
             event = marker.move_to(chat, group, cmd.seq)
             if event is not None:
@@ -186,7 +186,7 @@ class SignalTyping(UseCase):
 
     async def __call__(self, actor: str, chat_id: str) -> str:
         async def work(uow: UnitOfWork) -> str:
-            chat, group = await load_chat(uow, chat_id)
+            chat, group = await load_chat_for(uow, chat_id, actor)
             authorize(actor, chat, group, Permission.SEND_MESSAGES)
             return chat.id
 
