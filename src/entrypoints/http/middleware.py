@@ -16,6 +16,9 @@ access_log = logging.getLogger("chatcore.access")
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HEADER = b"x-request-id"
+# The server's own send, kept in a WebSocket's scope: the realtime transport hands frames to it
+# directly (see `entrypoints.http.realtime.Connection`).
+SERVER_SEND = "chatcore.server_send"
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
@@ -37,6 +40,8 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 message["headers"] = [*message.get("headers", []), (HEADER, rid.encode())]
             await send(message)
 
+        if scope["type"] == ScopeType.WEBSOCKET:
+            scope[SERVER_SEND] = send  # type: ignore[literal-required]
         try:
             # A websocket's frames go straight out: a wrapper would cost a call per frame of
             # every fan-out, and there is no response header to add (the access line still

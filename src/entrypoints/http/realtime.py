@@ -46,6 +46,8 @@ import contextlib
 import logging
 import re
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, cast
@@ -77,6 +79,7 @@ from chatcore.ports.security import AccessClaims
 from entrypoints.container import Runtime
 from entrypoints.http.deps import Actor
 from entrypoints.http.guards import PUBLIC, runtime_of
+from entrypoints.http.middleware import SERVER_SEND
 from entrypoints.http.realtime_limits import SendQueue, SocketRegistry, TokenBucket
 from entrypoints.problems import Problem, log_failure, problem, problem_for
 from entrypoints.settings import Settings
@@ -92,6 +95,7 @@ URL_TOKEN_PARAMS = ("access_token", "token")
 MAX_TOKEN_CHARS = 4096
 CLOSE_LINGER_S = 5.0  # how long the close frame may wait behind the send in flight
 STALLED_CLOSE_S = 120.0  # how long a close frame waits for a client that stopped reading
+SENDS_IN_FLIGHT = 16  # frames handed to the server per socket before one must finish
 
 _decoder = msgspec.json.Decoder(AnyClientFrame)
 _FIELD_IN_MESSAGE = re.compile(r"(?:unknown|missing required) field `([^`]+)`|at `\$\.([A-Za-z_]+)")
@@ -215,8 +219,6 @@ def _decode_error(data: str | bytes, exc: msgspec.MsgspecError) -> ErrorFrame:
 
 # How often an open socket renews its user's presence (the presence TTL is 60 s).
 PRESENCE_TOUCH_S = 20.0
-# A writer with nothing to send for this long ends (the next frame starts another).
-WRITER_IDLE_S = 2.0
 
 
 class Ticker:
@@ -309,12 +311,14 @@ class Connection:
         now = time.monotonic()
         self._last_received = self._last_sent = self._last_touch = now
         self._ping_sent_at: float | None = None
-        self._sending_since: float | None = None
         self._close: tuple[int, str] | None = None
-        self._close_sent = False
+        self._close_handed_over = False
         self._peer_gone = False
-        self._writer: asyncio.Task[None] | None = None
-        self._writer_waits: asyncio.Future[bool] | None = None  # the writer waits for frames
+        self._server_send = server_send_of(socket)
+        # Sends handed to the server and not yet finished, oldest first, with when they were.
+        self._in_flight: deque[tuple[Awaitable[None], float]] = deque()
+        self._most_in_flight = SENDS_IN_FLIGHT  # 1 once the server's send turns out to be lazy
+        self._writer: asyncio.Task[None] | None = None  # only while frames wait for room
         self._handler: asyncio.Task[Any] | None = None
         self._reading = False  # the handler is in its interruptible part (sending `first`, reading)
         self._interrupted = False
@@ -351,37 +355,41 @@ class Connection:
             self._reading = False
 
     async def _drain(self) -> None:
-        """The send in flight finishes, then the queued frames and the close frame. A client that
-        reads nothing for the linger gets its close frame behind the bytes already handed over
-        (`_close_behind_stalled_send`), and the handler ends."""
-        self._start_writer()
-        if self._writer is None:
-            return
-        try:
-            await asyncio.wait_for(self._writer, CLOSE_LINGER_S)
-        except (TimeoutError, asyncio.CancelledError):
-            await self._close_behind_stalled_send()
-        except Exception:
-            log.debug("the writer failed while closing", exc_info=True)
+        """The queued frames, then the close frame, go out in order; the handler waits for them
+        for CLOSE_LINGER_S at most. A client still not reading by then gets the rest handed over
+        at once (`_hand_over_the_rest`), so that its close code follows what it has."""
+        self._flush()
+        deadline = time.monotonic() + CLOSE_LINGER_S
+        while not self._peer_gone and (pending := self._oldest_pending()) is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._hand_over_the_rest()
+                return
+            await asyncio.wait({pending}, timeout=left)  # never cancels the send itself
+            self._flush()
 
-    async def _close_behind_stalled_send(self) -> None:
-        """Queue the close frame behind a send that the client stopped reading, without waiting.
+    def _oldest_pending(self) -> asyncio.Future[Any] | None:
+        """What to wait for while closing: the writer, else the oldest unfinished send."""
+        self._settle()
+        if self._writer is not None:
+            return self._writer
+        return asyncio.ensure_future(self._in_flight[0][0]) if self._in_flight else None
 
-        granian keeps the bytes of a cancelled send and writes them first; a close frame handed to
-        it in a task of its own follows them, so a client that reads again later sees its frames,
-        then the code it must act on (4000: resume). Ending the handler without it makes granian
-        write a close frame without a code (1005); cancelling a close cuts it short. Bounded by
-        STALLED_CLOSE_S: a client that never reads again is then dropped (1006).
-        """
-        if self._close is None or self._peer_gone or self._close_sent:
+    def _hand_over_the_rest(self) -> None:
+        """Hand every queued frame and the close frame to the server now, in order, and give
+        them STALLED_CLOSE_S more. granian writes each behind the bytes it already holds; were the
+        handler to end first, it would close the socket with a close frame of its own, without
+        a code (1005), and cancelling a send cuts its frame short. A lazy server (one that writes
+        only when awaited) gets a plain close instead: its sends cannot be left running."""
+        if self._most_in_flight == 1:
+            if self._writer is not None:
+                self._writer.cancel()
             return
-        self._close_sent = True
-        task = asyncio.create_task(_bounded_close(self._socket, *self._close))
-        _STALLED_CLOSES.add(task)
-        task.add_done_callback(_STALLED_CLOSES.discard)
-        # One turn of the loop: the task hands the frame to granian before the handler ends
-        # (granian writes its own close once the handler has ended).
-        await asyncio.sleep(0)
+        while (text := self.queue.pop()) is not None:
+            self._hand_over({"type": "websocket.send", "text": text})
+        self._hand_over_close()
+        sends = [sent for sent, _ in self._in_flight]
+        asyncio.get_running_loop().call_later(STALLED_CLOSE_S, _give_up, sends)
 
     def close(self, code: int, reason: str) -> None:
         """Close with `code` (the first reason wins). Queued frames go out first (the acks of a
@@ -463,8 +471,8 @@ class Connection:
         settings = self._settings
         if self._close is not None or self._peer_gone:
             return False
-        self.retire_idle_writer(now)
-        if self._sending_since is not None and now - self._sending_since > settings.ws_send_timeout_s:
+        self._settle()
+        if self._in_flight and now - self._in_flight[0][1] > settings.ws_send_timeout_s:
             self.close(CloseCode.RESUME_FROM_CURSOR, "send stalled: resume from your cursor")
         elif wall >= self._expires_at:
             self.close(CloseCode.POLICY, "the access token expired: reconnect or send reauth in time")
@@ -493,7 +501,7 @@ class Connection:
             isinstance(frame, HeartbeatFrame) and frame.reply_within_ms is None
         )
         if self.queue.push(text, size, ephemeral=ephemeral):
-            self._start_writer()
+            self._flush()
             return True
         kind = "events" if isinstance(frame, EventFrame) else "frames"
         self.close(CloseCode.RESUME_FROM_CURSOR, f"send queue overflow ({kind}): resume from your cursor")
@@ -507,57 +515,85 @@ class Connection:
             if not self.queue.push(text, size):
                 self.close(CloseCode.RESUME_FROM_CURSOR, "send queue overflow: resume from your cursor")
                 return
-            self._start_writer()
+            self._flush()
 
-    def _start_writer(self) -> None:
-        waiting = self._writer_waits
-        if waiting is not None:
-            self._writer_waits = None
-            waiting.set_result(True)
-        elif self._writer is None and not self._peer_gone:
+    # A fan-out hands each socket its frame with no task switch: granian starts a write when its
+    # send is called, in call order, so up to SENDS_IN_FLIGHT frames per socket are handed over
+    # without waiting (the rest wait in the queue, and a writer task waits for room).
+
+    def _flush(self) -> None:
+        """Hand over what may go now; a writer task takes over while frames wait for room."""
+        self._hand_over_queued()
+        if self._waiting() and self._writer is None and not self._peer_gone:
             self._writer = asyncio.create_task(self._write())
 
-    def retire_idle_writer(self, now: float) -> None:
-        """End a writer that found nothing to send for a while: an idle socket holds no task,
-        a busy one keeps its writer (starting a task per frame costs more than waking one)."""
-        waiting = self._writer_waits
-        if waiting is not None and now - self._last_sent >= WRITER_IDLE_S:
-            self._writer_waits = None
-            waiting.set_result(False)
+    def _hand_over_queued(self) -> None:
+        """Queued frames while there is room in flight, then (closing) the close frame."""
+        if self._peer_gone:
+            return
+        self._settle()
+        queue = self.queue
+        while len(self._in_flight) < self._most_in_flight and (text := queue.pop()) is not None:
+            self._hand_over({"type": "websocket.send", "text": text})
+        if queue.closed and not queue.frames and len(self._in_flight) < self._most_in_flight:
+            self._hand_over_close()
+
+    def _waiting(self) -> bool:
+        """Frames, or the close frame, wait for room in flight."""
+        return bool(self.queue.frames) or (self.queue.closed and not self._close_handed_over)
+
+    def _hand_over(self, message: dict[str, Any]) -> None:
+        sent = self._server_send(message)
+        if asyncio.iscoroutine(sent):  # a lazy server: it writes when awaited, one at a time
+            self._most_in_flight = 1
+            sent = asyncio.ensure_future(sent)
+        self._last_sent = time.monotonic()
+        self._in_flight.append((sent, self._last_sent))
+
+    def _hand_over_close(self) -> None:
+        if self._close is None or self._close_handed_over:
+            return
+        self._close_handed_over = True
+        code, reason = self._close
+        self._socket.connection_state = "disconnect"  # what Litestar's own close would record
+        self._hand_over({"type": "websocket.close", "code": code, "reason": reason})
+
+    def _settle(self) -> None:
+        """Forget the sends the server has finished; one that failed means the client is gone."""
+        in_flight = self._in_flight
+        while in_flight and in_flight[0][0].done():  # type: ignore[attr-defined]
+            sent = cast("asyncio.Future[None]", in_flight.popleft()[0])
+            if sent.cancelled() or sent.exception() is not None:
+                if not isinstance(sent.exception(), WebSocketDisconnect):
+                    log.debug("WebSocket send failed", exc_info=sent.exception())
+                self._peer_left()
+                in_flight.clear()
+                return
 
     async def _write(self) -> None:
-        """Send what is queued, then (once closing) the close frame; ends when idle or closed."""
-        socket, queue = self._socket, self.queue
+        """While frames wait for room in flight: wait for the oldest send, then hand over more."""
         try:
-            while True:
-                while (text := queue.pop()) is not None:
-                    self._sending_since = time.monotonic()
-                    await socket.send({"type": "websocket.send", "text": text, "bytes": None})
-                    self._last_sent, self._sending_since = time.monotonic(), None
-                if queue.closed or self._peer_gone:
-                    break
-                self._writer_waits = asyncio.get_running_loop().create_future()
-                if not await self._writer_waits and not queue.frames and not queue.closed:
-                    return  # retired while idle (and nothing came since)
-            if self._close is not None and not self._peer_gone and not self._close_sent:
-                self._close_sent = True
-                await socket.close(*self._close)
-        except Exception as exc:
-            if not isinstance(exc, WebSocketDisconnect):
-                log.debug("WebSocket send failed", exc_info=True)
-            self._peer_left()
+            while not self._peer_gone and self._in_flight and self._waiting():
+                await asyncio.wait({asyncio.ensure_future(self._in_flight[0][0])})
+                self._hand_over_queued()
         finally:
-            self._writer, self._writer_waits = None, None
+            self._writer = None
 
 
 _HEARTBEAT = HeartbeatFrame()
-# Close frames waiting behind a stalled send, referenced until they are written or given up.
-_STALLED_CLOSES: set[asyncio.Task[None]] = set()
 
 
-async def _bounded_close(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
-    with contextlib.suppress(Exception, TimeoutError):
-        await asyncio.wait_for(socket.close(code, reason), STALLED_CLOSE_S)
+def _give_up(sends: list[Awaitable[None]]) -> None:
+    """Sends a client left unread for STALLED_CLOSE_S after its close: the server drops them."""
+    for sent in sends:
+        cast("asyncio.Future[None]", sent).cancel()
+
+
+def server_send_of(socket: WebSocket[Any, Any, Any]) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """The server's own ASGI send (kept in the scope by the request-id middleware): Litestar's
+    `WebSocket.send` wraps it in a coroutine, which starts nothing until awaited."""
+    send = socket.scope.get(SERVER_SEND)
+    return cast("Callable[[dict[str, Any]], Awaitable[None]]", send or socket.send)
 
 
 def _encoded(frame: AnyServerFrame) -> tuple[str, int]:
