@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from litestar import Litestar
+from litestar.types import ASGIApp
 
 from entrypoints.container import build_container
 from entrypoints.http import create_app
+from entrypoints.http.middleware import keep_server_send
 from entrypoints.logs import configure_logging
 from entrypoints.settings import load_settings
 
 
-def app_factory() -> Litestar:
+def app_factory() -> ASGIApp:
     settings = load_settings()
     configure_logging(settings.log_level)
-    return create_app(build_container(settings))
+    return keep_server_send(create_app(build_container(settings)))

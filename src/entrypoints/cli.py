@@ -22,7 +22,7 @@ from entrypoints.settings import Settings, SettingsError, load_settings
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from granian.constants import Interfaces, Loops
+    from granian.constants import Interfaces, Loops, RuntimeModes
     from granian.server import Server
 
     host = args.host or settings.host
@@ -55,6 +55,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         factory=True,
         log_access=False,  # our middleware logs requests, with their ids and without query strings
         websockets=True,
+        # One runtime thread: writes start in the order they are handed over (each WebSocket's
+        # frames are handed to granian without waiting for the previous one; see realtime.py).
+        runtime_threads=1,
+        runtime_mode=RuntimeModes.st,
     )
     server.serve()
     return 0

@@ -16,8 +16,7 @@ access_log = logging.getLogger("chatcore.access")
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 HEADER = b"x-request-id"
-# The server's own send, kept in a WebSocket's scope: the realtime transport hands frames to it
-# directly (see `entrypoints.http.realtime.Connection`).
+# The server's own send, kept in a WebSocket's scope by `keep_server_send`.
 SERVER_SEND = "chatcore.server_send"
 
 
@@ -40,8 +39,6 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 message["headers"] = [*message.get("headers", []), (HEADER, rid.encode())]
             await send(message)
 
-        if scope["type"] == ScopeType.WEBSOCKET:
-            scope[SERVER_SEND] = send  # type: ignore[literal-required]
         try:
             # A websocket's frames go straight out: a wrapper would cost a call per frame of
             # every fan-out, and there is no response header to add (the access line still
@@ -62,3 +59,17 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             reset_request_id(token)
 
     return middleware
+
+
+def keep_server_send(app: ASGIApp) -> ASGIApp:
+    """The outermost layer under `chatcore serve`: keeps the server's own send in a WebSocket's
+    scope, before Litestar wraps it in coroutines (which start nothing until awaited), so that
+    the real-time transport can hand it frames without a task per frame
+    (`entrypoints.http.realtime.Connection`). Without it (a test client), frames are awaited."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.WEBSOCKET:
+            scope[SERVER_SEND] = send  # type: ignore[literal-required]
+        await app(scope, receive, send)
+
+    return asgi

@@ -382,8 +382,8 @@ class Connection:
         a code (1005), and cancelling a send cuts its frame short. A lazy server (one that writes
         only when awaited) gets a plain close instead: its sends cannot be left running."""
         if self._most_in_flight == 1:
-            if self._writer is not None:
-                self._writer.cancel()
+            for sent, _ in self._in_flight:
+                cast("asyncio.Future[None]", sent).cancel()
             return
         while (text := self.queue.pop()) is not None:
             self._hand_over({"type": "websocket.send", "text": text})
@@ -590,8 +590,7 @@ def _give_up(sends: list[Awaitable[None]]) -> None:
 
 
 def server_send_of(socket: WebSocket[Any, Any, Any]) -> Callable[[dict[str, Any]], Awaitable[None]]:
-    """The server's own ASGI send (kept in the scope by the request-id middleware): Litestar's
-    `WebSocket.send` wraps it in a coroutine, which starts nothing until awaited."""
+    """The server's own ASGI send (kept in the scope by `keep_server_send`), else Litestar's."""
     send = socket.scope.get(SERVER_SEND)
     return cast("Callable[[dict[str, Any]], Awaitable[None]]", send or socket.send)
 
