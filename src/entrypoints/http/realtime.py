@@ -555,7 +555,6 @@ class Connection:
             return
         self._close_handed_over = True
         code, reason = self._close
-        self._socket.connection_state = "disconnect"  # what Litestar's own close would record
         self._hand_over({"type": "websocket.close", "code": code, "reason": reason})
 
     def _settle(self) -> None:
