@@ -21,12 +21,21 @@ answer to a heartbeat asking for one; 4000 the send queue overflowed or a send s
 `ws_send_timeout_s` (resume from the last cursor received); 4001 the session was revoked
 (logout) — queued frames are sent first; 1001 the server shuts down.
 
-Backpressure: frames wait in a bounded `SendQueue` (`ws_send_queue_frames`/`_bytes`). Live events
-that do not fit close the socket with 4000; typing notices and plain heartbeats are shed first;
-catch-up reads from the log wait for room (they go at the client's pace). On close, the close
-frame follows the send in flight; when the client has read nothing for CLOSE_LINGER_S, the
-handler ends and the close frame still goes out behind what was handed to granian, so a client
-that reads again later sees its code (for at most STALLED_CLOSE_S, then the TCP connection ends).
+Backpressure: up to SENDS_IN_FLIGHT frames per socket are handed to the server unfinished;
+the rest wait in a bounded `SendQueue` (`ws_send_queue_frames`/`_bytes`). Live events that do
+not fit close the socket with 4000; typing notices and plain heartbeats are shed first; catch-up
+reads from the log wait for room (they go at the client's pace). A send unfinished for
+`ws_send_timeout_s` closes with 4000 too. On close, the close frame follows the frames handed
+over; when the client has read nothing for CLOSE_LINGER_S, the rest and the close frame are
+handed over at once and the handler ends, so a client that reads again later still sees its
+code (for at most STALLED_CLOSE_S more, then its sends are dropped).
+
+Hand-over: under `chatcore serve`, granian starts a write when its ASGI `send` is called, and
+writes a socket's frames in call order (one runtime thread), so a frame is handed over without
+awaiting the previous one: a fan-out costs no task switch per socket. Litestar's own `send`
+wraps the server's in a coroutine that starts nothing until awaited, so the server's is kept in
+the scope (`keep_server_send`); without it (a test client, another server), each frame is
+awaited in turn.
 
 Liveness: granian answers protocol pings but sends none, and ASGI gives an app no ping, so
 liveness is in the app: when the client was silent for `ws_ping_interval_s`, the server sends a
@@ -288,9 +297,10 @@ def ticker_of(socket: WebSocket[Any, Any, Any], runtime: Runtime) -> Ticker:
 
 
 class Connection:
-    """One accepted socket. Its handler task reads client frames; a writer task runs only while
-    frames are queued; live events are queued by the session from the bus, and timers are the
-    shared `Ticker`'s. The `FrameSink` of its `RealtimeSession`."""
+    """One accepted socket. Its handler task reads client frames; live events are pushed by the
+    session from the bus and handed to the server at once while there is room in flight (a
+    writer task runs only while frames wait for room); timers are the shared `Ticker`'s. The
+    `FrameSink` of its `RealtimeSession`."""
 
     def __init__(
         self,
@@ -562,9 +572,10 @@ class Connection:
         in_flight = self._in_flight
         while in_flight and in_flight[0][0].done():  # type: ignore[attr-defined]
             sent = cast("asyncio.Future[None]", in_flight.popleft()[0])
-            if sent.cancelled() or sent.exception() is not None:
-                if not isinstance(sent.exception(), WebSocketDisconnect):
-                    log.debug("WebSocket send failed", exc_info=sent.exception())
+            error = asyncio.CancelledError() if sent.cancelled() else sent.exception()
+            if error is not None:
+                if not isinstance(error, WebSocketDisconnect | asyncio.CancelledError):
+                    log.debug("WebSocket send failed", exc_info=error)
                 self._peer_left()
                 in_flight.clear()
                 return
