@@ -55,6 +55,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         factory=True,
         log_access=False,  # our middleware logs requests, with their ids and without query strings
         websockets=True,
+        backpressure=settings.max_concurrent_requests,
         # One runtime thread: writes start in the order they are handed over (each WebSocket's
         # frames are handed to granian without waiting for the previous one; see realtime.py).
         runtime_threads=1,

@@ -55,6 +55,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ws_heartbeat_s: PositiveSeconds = 30.0  # a heartbeat frame after this long without sending
     ws_ping_interval_s: PositiveSeconds = 20.0  # a silent client is asked to answer after this
     ws_ping_timeout_s: PositiveSeconds = 20.0  # ... and closed when it does not within this
+    # Long-polling (`/v1/updates`): polls of one user waiting at once, per process; more get 429.
+    longpoll_max_per_user: Positive = 10
+    # Requests in progress per worker (waiting long-polls included); more wait for a slot before
+    # they are read. granian's own default (1,024) lets 1,024 waiting long-polls stall every other
+    # request of the worker until one answers.
+    max_concurrent_requests: Annotated[int, msgspec.Meta(ge=64, le=1_000_000)] = 16_384
     # Whole request body, per request; larger bodies get 413 before any handler runs.
     max_request_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     # Storage and infrastructure. Empty means the embedded default.

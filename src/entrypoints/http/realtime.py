@@ -64,7 +64,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 from litestar import WebSocket, get, websocket
-from litestar.connection import Request
+from litestar.connection import ASGIConnection, Request
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import QueryParameter
 
@@ -127,12 +127,18 @@ class Handshake:
     subprotocol: str | None
 
 
-def sockets_of(socket: WebSocket[Any, Any, Any]) -> SocketRegistry:
-    state = socket.app.state
-    registry = state.get("ws_sockets")
+def registry_of(connection: ASGIConnection[Any, Any, Any, Any], name: str) -> SocketRegistry:
+    """The process's count of open `name` connections per user (WebSockets, waiting long-polls)."""
+    state = connection.app.state
+    registry = state.get(name)
     if registry is None:
-        registry = state.ws_sockets = SocketRegistry()
+        registry = SocketRegistry()
+        state[name] = registry
     return cast(SocketRegistry, registry)
+
+
+def sockets_of(socket: WebSocket[Any, Any, Any]) -> SocketRegistry:
+    return registry_of(socket, "ws_sockets")
 
 
 def _origin_of(url: str) -> str:
@@ -675,7 +681,14 @@ async def poll_updates(
     WebSocket's event frames.
     """
     runtime = runtime_of(request)
-    return await runtime.wait_for_updates(actor, cursor, wait_s, limit)
+    polls = registry_of(request, "long_polls")
+    # A poll holds a request slot of the worker while it waits: one user may not hold them all.
+    if not polls.acquire(actor, runtime.settings.longpoll_max_per_user):
+        raise RateLimited(1)
+    try:
+        return await runtime.wait_for_updates(actor, cursor, wait_s, limit)
+    finally:
+        polls.release(actor)
 
 
 @get(ASYNCAPI_PATH, opt={PUBLIC: True}, include_in_schema=False)

@@ -107,7 +107,8 @@ class SendQueue:
 
 
 class SocketRegistry:
-    """Open sockets per user in this process (the cap is per process)."""
+    """Open connections per user in this process (WebSockets, waiting long-polls); the caps are
+    per process."""
 
     def __init__(self) -> None:
         self._open: Counter[str] = Counter()
