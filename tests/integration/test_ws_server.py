@@ -286,3 +286,31 @@ def test_a_client_that_stops_answering_is_closed_within_1_s(server: Server) -> N
             assert time.monotonic() - started <= 1.0
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+@pytest.mark.parametrize(
+    "server", [{"CHATCORE_WS_MAX_FRAME_BYTES": "2048", "CHATCORE_WS_BURST": "3"}], indirect=True
+)
+def test_an_oversize_frame_closes_1009_and_a_flood_1008_through_granian(server: Server) -> None:
+    # The close frame goes out through the same hand-over to granian as the frames before it.
+    _, token = account(server, "ann")
+
+    async def closed_with(frames: list[str]) -> tuple[int | None, list[str]]:
+        got: list[str] = []
+        async with connect(ws_url(server), additional_headers=bearer(token)) as ws:
+            for frame in frames:
+                await ws.send(frame)
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
+            return ws.close_code, got
+
+    async def scenario() -> None:
+        code, _ = await closed_with(["x" * 4096])
+        assert code == CloseCode.TOO_BIG
+        pings = [json.dumps({"type": "ping", "id": f"p{i}"}) for i in range(40)]
+        code, got = await closed_with(pings)
+        assert code == CloseCode.POLICY
+        assert "error" in got  # refused frames are answered before the close
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
