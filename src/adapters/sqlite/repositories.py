@@ -312,8 +312,10 @@ class SqliteChatRepository(_Repository):
         if len(data) > _WHOLE_DOC_BELOW and _PLAIN_ID.match(user_id):
             chat = await self._head_with(data, last_seq, user_id)
         else:
-            # A small document decodes whole about as fast, and the unit then knows its members.
-            chat = self._loaded([(data, last_seq)])[0]
+            # A small document decodes whole about as fast. No bookkeeping of its members: a
+            # narrowed chat only ever saves its seq (checked below).
+            chat = _chats.decode(data)
+            chat.last_seq = last_seq
             chat.members = {user_id: chat.members[user_id]} if user_id in chat.members else {}
         self.narrowed[id(chat)] = (chat, _state(chat))
         return chat
