@@ -324,3 +324,36 @@ def test_posted_event_type_round_trips() -> None:
     doc = event_doc(record, record.occurred_at)
     assert doc["event"]["type"] == "message.posted"
     assert record_from(doc) == record
+
+
+async def test_a_chat_loaded_for_one_member_reads_one_member_and_saves_only_its_seq(
+    uow: UnitOfWorkFactory, store: MongoStore, clock: FakeClock
+) -> None:
+    async with asyncio.timeout(TEST_BUDGET_S):
+        chat, _ = Chat.create_group_chat(
+            chat_id="big",
+            creator="u0",
+            title="t",
+            member_ids=[f"u{i}" for i in range(1, 300)],
+            group=None,
+            now=clock.now(),
+            limits=_limits(),
+        )
+        async with uow() as u:
+            await u.chats.add(chat)
+            await u.commit()
+        async with uow() as u:
+            mine = await u.chats.get_for_member("big", "u7")
+            assert mine is not None and list(mine.members) == ["u7"]  # one member crossed the wire
+            mine.title = "renamed"
+            with pytest.raises(ValueError, match="last_seq"):
+                await u.chats.save(mine)
+        async with uow() as u:
+            mine = await u.chats.get_for_member("big", "u7")
+            assert mine is not None
+            mine.next_seq()
+            await u.chats.save(mine)
+            await u.commit()
+        stored = await store.chats.find_one({"_id": "big"})
+        assert stored is not None and stored["last_seq"] == 1 and stored["title"] == "t"
+        assert len(stored["members"]) == 300

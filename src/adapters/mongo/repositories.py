@@ -8,9 +8,11 @@ MongoUnitOfWork.write), which is what makes a stale read lose the race instead o
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from pymongo import ASCENDING, DESCENDING
 
 from adapters.mongo import documents as d
@@ -102,10 +104,27 @@ class MongoGroupRepository:
         return await _ids_where(self._uow, self._coll, {"members.user_id": user_id})
 
 
+# Every field of a chat document but the members: with `$elemMatch` on `members`, the server
+# sends one member (a 1,000-member chat is about 100 KB of BSON otherwise).
+_CHAT_HEAD = {f: 1 for f in typing.get_type_hints(Chat) if f not in ("id", "members")} | {
+    "direct_key": 1,
+    d.VERSION: 1,
+}
+
+
+def _without_seq(chat: Chat) -> object:
+    """What a chat holds besides last_seq (a narrowed chat may change nothing else)."""
+    state = msgspec.to_builtins(chat)
+    state.pop("last_seq")
+    return state
+
+
 class MongoChatRepository:
     def __init__(self, uow: MongoUnitOfWork) -> None:
         self._uow = uow
         self._coll = uow.store.chats
+        # Chats handed out by `get_for_member` in this unit, by identity, with their state.
+        self._narrowed: dict[int, tuple[Chat, object]] = {}
 
     async def get(self, chat_id: str) -> Chat | None:
         await self._uow.lock(f"chat:{chat_id}")
@@ -113,8 +132,14 @@ class MongoChatRepository:
         return d.chat_from(doc) if doc is not None else None
 
     async def get_for_member(self, chat_id: str, user_id: str) -> Chat | None:
-        # The whole chat: a save writes the whole document, so a narrowed one would lose members.
-        return await self.get(chat_id)
+        await self._uow.lock(f"chat:{chat_id}")
+        projection = {**_CHAT_HEAD, "members": {"$elemMatch": {"user_id": user_id}}}
+        doc = await self._uow.find_one(self._coll, {"_id": chat_id}, projection)
+        if doc is None:
+            return None
+        chat = d.chat_from({**doc, "members": doc.get("members", [])})
+        self._narrowed[id(chat)] = (chat, _without_seq(chat))
+        return chat
 
     async def get_direct(self, key: str) -> Chat | None:
         doc = await self._uow.find_one(self._coll, {"direct_key": key})
@@ -125,6 +150,12 @@ class MongoChatRepository:
 
     async def save(self, chat: Chat) -> None:
         # Conditional on the version read: two sends that read the same last_seq cannot both land.
+        narrowed = self._narrowed.get(id(chat))
+        if narrowed is not None and narrowed[0] is chat:
+            if _without_seq(chat) != narrowed[1]:
+                raise ValueError("a chat loaded for one member can only have its last_seq saved")
+            await self._uow.update(self._coll, chat.id, {"last_seq": chat.last_seq})
+            return
         await self._uow.write(self._coll, d.chat_doc(chat))
 
     async def list_for_user(self, user_id: str) -> list[Chat]:

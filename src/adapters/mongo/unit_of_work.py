@@ -176,9 +176,15 @@ class MongoUnitOfWork:
     def _remember(self, collection: str, doc_id: str, version: int) -> None:
         self._versions.setdefault((collection, doc_id), version)
 
-    async def find_one(self, coll: AsyncCollection[Doc], query: Mapping[str, Any]) -> Doc | None:
+    async def find_one(
+        self,
+        coll: AsyncCollection[Doc],
+        query: Mapping[str, Any],
+        projection: Mapping[str, Any] | None = None,
+    ) -> Doc | None:
+        """One document (its version remembered; a `projection` must keep the version field)."""
         with translated():
-            doc = await coll.find_one(query, session=self._session)
+            doc = await coll.find_one(query, projection, session=self._session)
         if doc is not None:
             self._remember(coll.name, doc["_id"], int(doc.get(d.VERSION, _ABSENT)))
         elif set(query) == {"_id"}:
@@ -223,6 +229,20 @@ class MongoUnitOfWork:
                 )
                 if result.matched_count != 1:
                     raise ConcurrentUpdate(f"{coll.name} {doc_id} changed since it was read")
+        self._versions[(coll.name, doc_id)] = version + 1
+
+    async def update(self, coll: AsyncCollection[Doc], doc_id: str, fields: Mapping[str, Any]) -> None:
+        """Set `fields` of a stored document, if its version is still the one this unit read."""
+        session = await self._write_session()
+        version = await self._version(coll, doc_id, session)
+        with translated():
+            result = await coll.update_one(
+                {"_id": doc_id, d.VERSION: version},
+                {"$set": {**fields, d.VERSION: version + 1}},
+                session=session,
+            )
+        if result.matched_count != 1:
+            raise ConcurrentUpdate(f"{coll.name} {doc_id} changed since it was read")
         self._versions[(coll.name, doc_id)] = version + 1
 
     async def delete(self, coll: AsyncCollection[Doc], doc_id: str) -> None:
