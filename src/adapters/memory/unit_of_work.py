@@ -54,14 +54,26 @@ class MemoryCredentialRepository:
 class MemoryGroupRepository:
     def __init__(self, table: Staged[str, Group]) -> None:
         self._table = table
+        # Groups handed out by `get_for_member`, by identity.
+        self._narrowed: dict[int, Group] = {}
 
     async def get(self, group_id: str) -> Group | None:
         return self._table.get(group_id)
+
+    async def get_for_member(self, group_id: str, user_id: str) -> Group | None:
+        group = self._table.get(group_id)
+        if group is None:
+            return None
+        group.members = {user_id: group.members[user_id]} if user_id in group.members else {}
+        self._narrowed[id(group)] = group
+        return group
 
     async def add(self, group: Group) -> None:
         self._table.put(group.id, group)
 
     async def save(self, group: Group) -> None:
+        if self._narrowed.get(id(group)) is group:
+            raise ValueError("a group loaded for one member cannot be saved")
         self._table.put(group.id, group)
 
     async def delete(self, group_id: str) -> None:

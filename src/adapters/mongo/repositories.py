@@ -77,20 +77,45 @@ class MongoCredentialRepository:
         await self._uow.write(self._coll, d.credential_doc(credential))
 
 
+def _head(aggregate: type, *extra: str) -> dict[str, int]:
+    """A projection of every field of an aggregate's document but its members: with
+    `$elemMatch` on `members` beside it, the server sends one member (a 1,000-member chat is
+    about 48 KB of BSON otherwise)."""
+    fields = [f for f in typing.get_type_hints(aggregate) if f not in ("id", "members")]
+    return {f: 1 for f in (*fields, *extra, d.VERSION)}
+
+
+_GROUP_HEAD = _head(Group)
+_CHAT_HEAD = _head(Chat, "direct_key")
+
+
 class MongoGroupRepository:
     def __init__(self, uow: MongoUnitOfWork) -> None:
         self._uow = uow
         self._coll = uow.store.groups
+        # Groups handed out by `get_for_member` in this unit, by identity.
+        self._narrowed: dict[int, Group] = {}
 
     async def get(self, group_id: str) -> Group | None:
         await self._uow.lock(f"group:{group_id}")
         doc = await self._uow.find_one(self._coll, {"_id": group_id})
         return d.group_from(doc) if doc is not None else None
 
+    async def get_for_member(self, group_id: str, user_id: str) -> Group | None:
+        projection = {**_GROUP_HEAD, "members": {"$elemMatch": {"user_id": user_id}}}
+        doc = await self._uow.find_one(self._coll, {"_id": group_id}, projection)
+        if doc is None:
+            return None
+        group = d.group_from({**doc, "members": doc.get("members", [])})
+        self._narrowed[id(group)] = group
+        return group
+
     async def add(self, group: Group) -> None:
         await self._uow.write(self._coll, d.group_doc(group), new=True)
 
     async def save(self, group: Group) -> None:
+        if self._narrowed.get(id(group)) is group:
+            raise ValueError("a group loaded for one member cannot be saved")
         await self._uow.write(self._coll, d.group_doc(group))
 
     async def delete(self, group_id: str) -> None:
@@ -102,14 +127,6 @@ class MongoGroupRepository:
 
     async def ids_for_user(self, user_id: str) -> list[str]:
         return await _ids_where(self._uow, self._coll, {"members.user_id": user_id})
-
-
-# Every field of a chat document but the members: with `$elemMatch` on `members`, the server
-# sends one member (a 1,000-member chat is about 100 KB of BSON otherwise).
-_CHAT_HEAD = {f: 1 for f in typing.get_type_hints(Chat) if f not in ("id", "members")} | {
-    "direct_key": 1,
-    d.VERSION: 1,
-}
 
 
 def _without_seq(chat: Chat) -> object:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import msgspec
 
 from chatcore.domain.chats import Chat, ChatMember
-from chatcore.domain.groups import Group
+from chatcore.domain.groups import Group, GroupMember
 from chatcore.domain.messages import Message, ReadMarker
 from chatcore.domain.users import PasswordCredential, User
 from chatcore.ports.errors import DuplicateKey
@@ -178,6 +178,8 @@ class SqliteGroupRepository(_Repository):
         super().__init__(tx)
         # Member ids as stored in this transaction, by group: saves then skip reading them.
         self.known_members: dict[str, set[str]] = {}
+        # Groups handed out by `get_for_member`, by identity.
+        self.narrowed: dict[int, Group] = {}
 
     def _loaded(self, groups: list[Group]) -> list[Group]:
         for group in groups:
@@ -190,6 +192,23 @@ class SqliteGroupRepository(_Repository):
         )
         return found[0] if found else None
 
+    async def get_for_member(self, group_id: str, user_id: str) -> Group | None:
+        row = await self._one("SELECT data FROM groups WHERE id = ?", (group_id,))
+        if row is None:
+            return None
+        (data,) = row
+        if len(data) > _WHOLE_DOC_BELOW and _PLAIN_ID.match(user_id):
+            # The group's fields and roles, and one member found by SQLite (the rest unparsed).
+            head = msgspec.structs.asdict(_group_heads.decode(data))
+            path = f'$.members."{user_id}"'
+            (member,) = await self._one("SELECT json_extract(?, ?)", (data, path))
+            group = Group(**head, members={user_id: _group_member.decode(member)} if member else {})
+        else:
+            group = _groups.decode(data)
+            group.members = {user_id: group.members[user_id]} if user_id in group.members else {}
+        self.narrowed[id(group)] = group
+        return group
+
     async def add(self, group: Group) -> None:
         params, members = (group.id, encode(group)), set(group.members)
 
@@ -201,6 +220,8 @@ class SqliteGroupRepository(_Repository):
         self.known_members[group.id] = members
 
     async def save(self, group: Group) -> None:
+        if self.narrowed.get(id(group)) is group:
+            raise ValueError("a group loaded for one member cannot be saved")
         params, members = (group.id, encode(group)), set(group.members)
         known = self.known_members.get(group.id)
 
@@ -257,6 +278,12 @@ _CHAT_HEAD_FIELDS = [
 _ChatHead = msgspec.defstruct("_ChatHead", _CHAT_HEAD_FIELDS)
 _chat_heads = msgspec.json.Decoder(_ChatHead)
 _member = msgspec.json.Decoder(ChatMember)
+# The same for a group: its fields and roles without the members.
+_GroupHead = msgspec.defstruct(
+    "_GroupHead", [(name, kind) for name, kind in typing.get_type_hints(Group).items() if name != "members"]
+)
+_group_heads = msgspec.json.Decoder(_GroupHead)
+_group_member = msgspec.json.Decoder(GroupMember)
 # Ids this safe need no escaping in a JSON path; others take the slow, whole-document way.
 _PLAIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 # Documents shorter than this (a few dozen members) are decoded whole by `get_for_member`.

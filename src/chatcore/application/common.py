@@ -133,13 +133,14 @@ async def load_chat(uow: UnitOfWork, chat_id: str) -> tuple[Chat, Group | None]:
 
 
 async def load_chat_for(uow: UnitOfWork, chat_id: str, actor: str) -> tuple[Chat, Group | None]:
-    """`load_chat` for a check of `actor`'s own access, and a send: the chat's `members` may
-    hold the actor only (see `ChatRepository.get_for_member`), so a large chat costs no more
-    than a small one. Not for changes to the chat besides `next_seq`, nor for rank checks."""
+    """`load_chat` for a check of `actor`'s own access, and a send: the chat's and the group's
+    `members` may hold the actor only (see `get_for_member` of both repositories), so a large
+    chat or group costs no more than a small one. Not for changes to either besides the chat's
+    `next_seq`, nor for rank checks."""
     chat = await uow.chats.get_for_member(chat_id, actor)
     if chat is None:
         raise NotFound("chat")
-    group = await uow.groups.get(chat.group_id) if chat.group_id is not None else None
+    group = await uow.groups.get_for_member(chat.group_id, actor) if chat.group_id is not None else None
     return chat, group
 
 

@@ -188,6 +188,44 @@ class StorageContract:
                 assert await uow.chats.ids_for_user(user) == listed
             assert await uow.chats.ids_for_user("u2") == [chats[1].id]
 
+    async def test_a_group_loaded_for_a_member_has_that_member_and_every_role(
+        self, storage: StorageUnderTest
+    ) -> None:
+        now, limits = storage.clock.now(), Limits()
+        group, _ = Group.create(
+            group_id="g1", name="Team", description="d", owner_id="u1", now=now, limits=limits
+        )
+        for i in range(300):  # a document large enough for an adapter to narrow it
+            group.add_member("u1", f"m{i}", now, limits)
+        group.define_role(
+            "u1",
+            role_id="r1",
+            name="Moderator",
+            rank=50,
+            permissions=frozenset({Permission.DELETE_ANY_MESSAGE}),
+            limits=limits,
+        )
+        group.assign_role("u1", "m7", "r1")
+        async with storage.uow() as uow:
+            await uow.groups.add(group)
+            await uow.commit()
+        async with storage.uow() as uow:
+            mine = await uow.groups.get_for_member("g1", "m7")
+            stranger = await uow.groups.get_for_member("g1", "nobody")
+            assert await uow.groups.get_for_member("no-such-group", "m7") is None
+            assert mine is not None and stranger is not None
+            assert (mine.is_member("m7"), stranger.is_member("nobody")) == (True, False)
+            assert mine.members["m7"] == group.members["m7"] and mine.roles == group.roles
+            assert (mine.name, mine.description, mine.owner_id, mine.created_at) == (
+                group.name, group.description, group.owner_id, group.created_at,
+            )  # fmt: skip
+            assert mine.rank_of("m7") == group.rank_of("m7") == 50
+            mine.members.clear()
+            with pytest.raises(ValueError, match="cannot be saved"):
+                await uow.groups.save(mine)
+        async with storage.uow() as uow:
+            assert await uow.groups.get("g1") == group
+
     async def test_a_chat_loaded_for_a_member_saves_its_seq_and_keeps_every_member(
         self, storage: StorageUnderTest
     ) -> None:
