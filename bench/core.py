@@ -4,7 +4,7 @@ What the SQLite kit itself sustains (the "embedded" way of using chatcore: a Pyt
 calling the use cases), for sends at 1 and 32 concurrent tasks with `synchronous=FULL` (the
 default: every commit fsynced) and `NORMAL` (WAL without fsync per commit), for history pages
 of 50 from a 100,000-message chat with 8 concurrent readers, sends at 32 tasks into a chat of
-1,000 members, and for `get_chat` (a one-chat
+1,000 members and into a chat of a group of 10,000 members, and for `get_chat` (a one-chat
 read, as the permission guards do) with 8 concurrent readers. Separates the storage's own
 ceiling from the HTTP stack's overhead when reading the REST figures.
 
@@ -92,6 +92,31 @@ async def _big_chat_sends(core: Any, users: list[str], seconds: float, out: dict
     out["send_c32_1000_members_per_s"] = round(await _closed_loop(32, seconds, send), 1)
 
 
+async def _big_group_sends(core: Any, users: list[str], seconds: float, out: dict[str, float]) -> None:
+    """32 senders in a chat of a group of 10,000 members: the group decides their permissions."""
+    from chatcore.application.chats import CreateGroupChatCommand
+    from chatcore.application.messages import SendMessageCommand
+    from chatcore.domain.groups import Group
+
+    s, deps = core.service, core.service.deps
+    now = deps.clock.now()
+    group, _ = Group.create(
+        group_id="big-group", name="big", description="", owner_id=users[0], now=now, limits=deps.limits
+    )
+    for member in [*users[1:], *(f"g{i}" for i in range(10_000 - len(users)))]:
+        group.add_member(users[0], member, now, deps.limits)
+    async with deps.uow() as uow:  # one document, not 10,000 saves of a growing one
+        await uow.groups.add(group)
+        await uow.commit()
+    command = CreateGroupChatCommand(actor=users[0], title="g", member_ids=users[1:], group_id=group.id)
+    chat = (await s.create_group_chat(command)).id
+
+    async def send(i: int) -> None:
+        await s.send_message(SendMessageCommand(actor=users[i], chat_id=chat, body="bench " + "x" * 60))
+
+    out["send_c32_group_10000_members_per_s"] = round(await _closed_loop(32, seconds, send), 1)
+
+
 async def measure(path: Path, synchronous: str, seconds: float, history: int) -> dict[str, float]:
     from adapters.sqlite.kit import sqlite_core
     from chatcore.application.chats import CreateGroupChatCommand
@@ -110,6 +135,7 @@ async def measure(path: Path, synchronous: str, seconds: float, history: int) ->
         ).id
         await _sends(core, users, chat, seconds, out)
         await _big_chat_sends(core, users, seconds, out)
+        await _big_group_sends(core, users, seconds, out)
 
         async def get_chat(i: int) -> None:
             await s.get_chat(users[i], chat)
