@@ -324,3 +324,51 @@ def test_an_oversize_frame_closes_1009_and_a_flood_1008_through_granian(server: 
         assert got == ["ack"] * 3 + ["error"] * 3  # refused frames are answered before the close
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        {
+            "CHATCORE_MAX_MESSAGE_CHARS": str(BIG),
+            "CHATCORE_MAX_REQUEST_BODY_BYTES": "131072",
+            "CHATCORE_WS_SEND_TIMEOUT_S": "1",
+            # A queue that cannot overflow here: only the timer can close the socket.
+            "CHATCORE_WS_SEND_QUEUE_BYTES": str(64 * 1024 * 1024),
+            "CHATCORE_SEND_BURST": "1000",
+        }
+    ],
+    indirect=True,
+)
+def test_a_send_unfinished_past_the_send_timeout_closes_4000_before_the_queue_fills(server: Server) -> None:
+    # 120 frames of 50 KB: the kernel and granian take a few MB, then a send stays unfinished
+    # and the rest wait in a queue that cannot overflow: the timer closes the socket.
+    _, ann = account(server, "ann")
+    bob_id, bob = account(server, "bob")
+    chat = make_chat(server, ann, bob_id)
+    count = 120
+
+    async def scenario() -> None:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+        raw.setblocking(False)
+        stalled = await connect(
+            ws_url(server), sock=raw, additional_headers=bearer(bob), max_queue=1, ping_interval=None
+        )
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+            for i in range(count):
+                r = await client.post(
+                    f"/v1/chats/{chat}/messages",
+                    json={"body": f"{i:05d}" + "x" * (BIG - 5)},
+                    headers=bearer(ann),
+                )
+                assert r.status_code == 201
+        await asyncio.sleep(3)  # past the 1 s timeout, and the 0.25 s timer tick
+        got: list[dict[str, Any]] = []
+        code = await asyncio.wait_for(read_events_until_closed(stalled, got), 20)
+        assert code == CloseCode.RESUME_FROM_CURSOR
+        posted = [index(f) for f in got if is_post(f)]
+        assert 0 < len(posted) < count and posted == list(range(len(posted)))
+
+    asyncio.run(asyncio.wait_for(scenario(), 28))
