@@ -559,7 +559,12 @@ class Connection:
         return bool(self.queue.frames) or (self.queue.closed and not self._close_handed_over)
 
     def _hand_over(self, message: dict[str, Any]) -> None:
-        sent = self._server_send(message)
+        try:
+            sent = self._server_send(message)
+        except Exception:  # the server refused at once (the socket is gone): not the bus's problem
+            log.debug("WebSocket send refused", exc_info=True)
+            self._peer_left()
+            return
         if asyncio.iscoroutine(sent):  # a lazy server: it writes when awaited, one at a time
             self._most_in_flight = 1
             sent = asyncio.ensure_future(sent)
@@ -567,7 +572,7 @@ class Connection:
         self._in_flight.append((sent, self._last_sent))
 
     def _hand_over_close(self) -> None:
-        if self._close is None or self._close_handed_over:
+        if self._close is None or self._close_handed_over or self._peer_gone:
             return
         self._close_handed_over = True
         code, reason = self._close
