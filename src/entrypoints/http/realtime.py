@@ -395,8 +395,9 @@ class Connection:
         """Hand every queued frame and the close frame to the server now, in order, and give
         them STALLED_CLOSE_S more. granian writes each behind the bytes it already holds; were the
         handler to end first, it would close the socket with a close frame of its own, without
-        a code (1005), and cancelling a send cuts its frame short. A lazy server (one that writes
-        only when awaited) gets a plain close instead: its sends cannot be left running."""
+        a code (1005), and cancelling a send cuts its frame short. With a lazy server (one that
+        writes only when awaited) the send in flight is cancelled instead, and the server closes
+        the socket its own way: its sends cannot be left running without the handler."""
         if self._most_in_flight == 1:
             for sent, _ in self._in_flight:
                 cast("asyncio.Future[None]", sent).cancel()
