@@ -148,6 +148,30 @@ def index(frame: dict[str, Any]) -> int:
 BIG = 50_000  # chars per message: a few MB in flight fill granian's buffers with few events
 
 
+async def stalled_socket(server: Server, token: str) -> ClientConnection:
+    """A client that takes little from the network (a 4 KiB receive buffer) and stops reading;
+    no keepalive of its own, which would close the connection while it does not read."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    raw.setblocking(False)
+    return await connect(
+        ws_url(server), sock=raw, additional_headers=bearer(token), max_queue=1, ping_interval=None
+    )
+
+
+async def post_big(server: Server, token: str, chat: str, count: int) -> None:
+    """`count` messages of BIG characters, numbered in their first five."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
+        for i in range(count):
+            r = await client.post(
+                f"/v1/chats/{chat}/messages",
+                json={"body": f"{i:05d}" + "x" * (BIG - 5)},
+                headers=bearer(token),
+            )
+            assert r.status_code == 201
+
+
 @pytest.mark.parametrize(
     "server",
     [
@@ -169,12 +193,7 @@ def test_a_stalled_consumer_is_closed_with_4000_and_resumes_without_gaps(server:
     count = 150
 
     async def scenario() -> None:
-        # Bob's socket takes little from the network and his client stops reading.
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
-        raw.setblocking(False)
-        stalled = await connect(ws_url(server), sock=raw, additional_headers=bearer(bob), max_queue=1)
+        stalled = await stalled_socket(server, bob)  # Bob's client stops reading
         healthy = await connect(ws_url(server), additional_headers=bearer(carl), max_size=None)
         carl_got: list[dict[str, Any]] = []
 
@@ -187,14 +206,7 @@ def test_a_stalled_consumer_is_closed_with_4000_and_resumes_without_gaps(server:
                         return
 
         reader = asyncio.create_task(carl_reads())
-        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
-            for i in range(count):
-                r = await client.post(
-                    f"/v1/chats/{chat}/messages",
-                    json={"body": f"{i:05d}" + "x" * (BIG - 5)},
-                    headers=bearer(ann),
-                )
-                assert r.status_code == 201
+        await post_big(server, ann, chat, count)
         await asyncio.wait_for(reader, 20)
         assert [index(f) for f in carl_got] == list(range(count))  # every event, in order
         await healthy.close()
@@ -349,21 +361,8 @@ def test_a_send_unfinished_past_the_send_timeout_closes_4000_before_the_queue_fi
     count = 120
 
     async def scenario() -> None:
-        raw = socket.socket()
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        raw.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
-        raw.setblocking(False)
-        stalled = await connect(
-            ws_url(server), sock=raw, additional_headers=bearer(bob), max_queue=1, ping_interval=None
-        )
-        async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
-            for i in range(count):
-                r = await client.post(
-                    f"/v1/chats/{chat}/messages",
-                    json={"body": f"{i:05d}" + "x" * (BIG - 5)},
-                    headers=bearer(ann),
-                )
-                assert r.status_code == 201
+        stalled = await stalled_socket(server, bob)
+        await post_big(server, ann, chat, count)
         await asyncio.sleep(3)  # past the 1 s timeout, and the 0.25 s timer tick
         got: list[dict[str, Any]] = []
         code = await asyncio.wait_for(read_events_until_closed(stalled, got), 20)
