@@ -102,6 +102,8 @@ class MongoGroupRepository:
         return d.group_from(doc) if doc is not None else None
 
     async def get_for_member(self, group_id: str, user_id: str) -> Group | None:
+        # No group lock: the lock queues the writers of a document, and a narrowed group is
+        # never written (the sends of all of a group's chats do not queue behind each other).
         projection = {**_GROUP_HEAD, "members": {"$elemMatch": {"user_id": user_id}}}
         doc = await self._uow.find_one(self._coll, {"_id": group_id}, projection)
         if doc is None:
