@@ -2,12 +2,14 @@
 
 `granian --interface asgi --loop uvloop bench.hello:app`. GET /hello answers a small JSON object;
 POST /hello decodes a JSON body shaped like a message send (a msgspec Struct) and answers 201.
+WebSocket /sub/{room} accepts and waits for the client to leave: the idle-socket cost of
+granian + Litestar with no chatcore code (the reference of the idle scenario beside websockets).
 """
 
 from __future__ import annotations
 
 import msgspec
-from litestar import Litestar, get, post
+from litestar import Litestar, WebSocket, get, post, websocket
 
 
 class Send(msgspec.Struct, frozen=True):
@@ -30,4 +32,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-app = Litestar(route_handlers=[hello, hello_post, healthz], debug=False, logging_config=None)
+@websocket("/sub/{room:str}")
+async def idle_socket(socket: WebSocket[None, None, None], room: str) -> None:
+    await socket.accept()
+    while (await socket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+app = Litestar(route_handlers=[hello, hello_post, healthz, idle_socket], debug=False, logging_config=None)

@@ -125,6 +125,10 @@ class Bench:
         process = procs.start(argv, log=log, cwd=ROOT)
         try:
             procs.wait_until(lambda: procs.http_ok(port, "/healthz"), process, timeout_s=30, log=log)
+            if self.want("idle"):  # granian + Litestar holding idle sockets, no chatcore code
+                self.idle(port, process.pid, ref=True, name="idle.granian")
+            if not (self.want("send") or self.want("redis") or self.want("history")):
+                return
             token = self.seed.sender["token"]  # the same headers as a chatcore send
             if self.want("history") and 8 not in self.p.concurrency:  # the history ceiling
                 get8 = [{"mode": "get", "path": "/hello"}] * 8
@@ -210,14 +214,15 @@ class Bench:
         }
         self.step("longpoll.100", lambda: self.load(spec))
 
-    def idle(self, port: int, pid: int, ref: bool) -> None:
+    def idle(self, port: int, pid: int, ref: bool, name: str | None = None) -> None:
         n, s = self.p.idle_connections, self.seed
         if ref:
             subs = [{"path": "/sub/idle"} for _ in range(n)]
         else:
             subs = [{"path": "/v1/ws", "token": s.subs[i % len(s.subs)]["token"]} for i in range(n)]
         spec = {"kind": "idle", "host": HOST, "port": port, "pid": pid, "subs": subs}
-        self.step(f"idle.{'ref' if ref else 'chatcore'}", lambda: self.load(spec, timeout_s=240))
+        name = name or f"idle.{'ref' if ref else 'chatcore'}"
+        self.step(name, lambda: self.load(spec, timeout_s=240))
 
     def run(self) -> None:
         data = self.work / "data"
@@ -227,7 +232,7 @@ class Bench:
             chatcore_env(str(data)), n_senders=32, n_subs=1000, n_small=100, history=100_000
         )
         self.raw["seed_s"] = round(time.monotonic() - t0, 1)
-        if self.want("send") or self.want("redis") or self.want("history"):
+        if self.want("send") or self.want("redis") or self.want("history") or self.want("idle"):
             self.hello()
         process, port = self.chatcore("chatcore", data)
         try:
@@ -416,6 +421,17 @@ class Bench:
                     ceiling_name="bare websockets",
                 )
             )
+            if granian := self.runs("idle.granian"):
+                out.append(
+                    row(
+                        "idle WS connections",
+                        "kib_per_conn",
+                        "KiB",
+                        runs,
+                        ceiling_runs=granian,
+                        ceiling_name="bare Litestar WS on granian",
+                    )
+                )
         return out
 
 
