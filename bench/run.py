@@ -411,25 +411,20 @@ class Bench:
                     ceiling_name="bare websockets",
                 )
             )
-            out.append(
-                row(
-                    "idle WS connections",
-                    "kib_per_conn",
-                    "KiB",
-                    runs,
-                    ceiling_runs=self.runs("idle.ref"),
-                    ceiling_name="bare websockets",
-                )
-            )
-            if granian := self.runs("idle.granian"):
+            # KiB per socket against bare websockets and, when measured, the same server stack
+            # (Litestar on granian) without chatcore.
+            ceilings = [("idle.ref", "bare websockets")]
+            if self.runs("idle.granian"):
+                ceilings.append(("idle.granian", "bare Litestar WS on granian"))
+            for ceiling, name in ceilings:
                 out.append(
                     row(
                         "idle WS connections",
                         "kib_per_conn",
                         "KiB",
                         runs,
-                        ceiling_runs=granian,
-                        ceiling_name="bare Litestar WS on granian",
+                        ceiling_runs=self.runs(ceiling),
+                        ceiling_name=name,
                     )
                 )
         return out
