@@ -129,6 +129,7 @@ async def http_load(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def fanout(spec: dict[str, Any]) -> dict[str, Any]:
     host, port, ref = spec["host"], spec["port"], spec["mode"] == "ref"
+    ws_port = spec.get("ws_port") or port  # chatcore's dedicated WebSocket listener, when set
     subs: list[dict[str, Any]] = spec["subs"]  # each: {"token"?, "path", "room"}
     rooms: list[str] = spec["rooms"]
     per_room = {r: 0 for r in rooms}
@@ -147,7 +148,7 @@ async def fanout(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.monotonic()
     opened = await _gather_bounded(
         [
-            (lambda s=s: WsConn.open(host, port, s["path"], token=s.get("token"), on_text=on_text))
+            (lambda s=s: WsConn.open(host, ws_port, s["path"], token=s.get("token"), on_text=on_text))
             for s in subs
         ],
         spec.get("connect_concurrency", 32),
@@ -288,7 +289,7 @@ async def longpoll(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def idle(spec: dict[str, Any]) -> dict[str, Any]:
-    host, port, pid = spec["host"], spec["port"], spec["pid"]
+    host, port, pid = spec["host"], spec.get("ws_port") or spec["port"], spec["pid"]
     subs: list[dict[str, Any]] = spec["subs"]
     await asyncio.sleep(1.0)
     before = memory(pid)

@@ -163,9 +163,10 @@ class Bench:
         ]
         self.step("history.c8", lambda: self.http(port, pid, workers))
 
-    def fanouts(self, port: int, pid: int, ref: bool) -> None:
+    def fanouts(self, port: int, pid: int, ref: bool, ws_port: int | None = None) -> None:
+        """`ws_port`: chatcore's sockets on its dedicated listener (rows `.dedicated`)."""
         s = self.seed
-        who = "ref" if ref else "chatcore"
+        who = "ref" if ref else "dedicated" if ws_port else "chatcore"
 
         def subs(chat: str, indexes: list[int]) -> list[dict[str, Any]]:
             if ref:
@@ -189,6 +190,7 @@ class Bench:
                 "mode": "ref" if ref else "chatcore",
                 "host": HOST,
                 "port": port,
+                "ws_port": ws_port,
                 "pid": pid,
                 "subs": subscribers,
                 "rooms": rooms,
@@ -214,14 +216,16 @@ class Bench:
         }
         self.step("longpoll.100", lambda: self.load(spec))
 
-    def idle(self, port: int, pid: int, ref: bool, name: str | None = None) -> None:
+    def idle(
+        self, port: int, pid: int, ref: bool, name: str | None = None, ws_port: int | None = None
+    ) -> None:
         n, s = self.p.idle_connections, self.seed
         if ref:
             subs = [{"path": "/sub/idle"} for _ in range(n)]
         else:
             subs = [{"path": "/v1/ws", "token": s.subs[i % len(s.subs)]["token"]} for i in range(n)]
-        spec = {"kind": "idle", "host": HOST, "port": port, "pid": pid, "subs": subs}
-        name = name or f"idle.{'ref' if ref else 'chatcore'}"
+        spec = {"kind": "idle", "host": HOST, "port": port, "ws_port": ws_port, "pid": pid, "subs": subs}
+        name = name or f"idle.{'ref' if ref else 'dedicated' if ws_port else 'chatcore'}"
         self.step(name, lambda: self.load(spec, timeout_s=240))
 
     def run(self) -> None:
@@ -234,7 +238,9 @@ class Bench:
         self.raw["seed_s"] = round(time.monotonic() - t0, 1)
         if self.want("send") or self.want("redis") or self.want("history") or self.want("idle"):
             self.hello()
-        process, port = self.chatcore("chatcore", data)
+        # WebSockets on granian's port, and on the dedicated listener (CHATCORE_WS_PORT).
+        ws_port = procs.free_port()
+        process, port = self.chatcore("chatcore", data, CHATCORE_WS_PORT=str(ws_port))
         try:
             self.raw["rss_idle_server"] = procs.memory(process.pid)
             if self.want("send"):
@@ -245,10 +251,19 @@ class Bench:
                 self.longpoll(port, process.pid)
             if self.want("fanout"):
                 self.fanouts(port, process.pid, ref=False)
+                self.fanouts(port, process.pid, ref=False, ws_port=ws_port)
             if self.want("idle"):
                 self.idle(port, process.pid, ref=False)
         finally:
             procs.stop(process)
+        if self.want("idle"):
+            # A fresh process: sockets opened after others closed would reuse their freed memory.
+            ws_port = procs.free_port()
+            process, port = self.chatcore("chatcore-ws-port", data, CHATCORE_WS_PORT=str(ws_port))
+            try:
+                self.idle(port, process.pid, ref=False, ws_port=ws_port)
+            finally:
+                procs.stop(process)
         if self.want("fanout") or self.want("idle"):
             port = procs.free_port()
             log = self.work / "wsref.log"
@@ -358,12 +373,20 @@ class Bench:
                     check=lambda r: r.median <= 50,
                 )
             )
+        # chatcore's sockets on granian's port, then on the dedicated WebSocket listener.
+        for who, where in (("chatcore", ""), ("dedicated", " (WS port)")):
+            out += self._fanout_rows(who, where)
+            out += self._idle_rows(who, where)
+        return out
+
+    def _fanout_rows(self, who: str, where: str) -> list[Row]:
+        out: list[Row] = []
         for case, label in (
             ("fanout.100", "fan-out 1x100"),
             ("fanout.1000", "fan-out 1x1000"),
             ("fanout.100x10", "fan-out 100x10"),
         ):
-            runs, ref = self.runs(f"{case}.chatcore"), self.runs(f"{case}.ref")
+            runs, ref = self.runs(f"{case}.{who}"), self.runs(f"{case}.ref")
             if not runs:
                 continue
             for metric in ("p50_ms", "p99_ms", "max_ms"):
@@ -372,7 +395,7 @@ class Bench:
                     target, check = "<= 2 x bare p99", (lambda r: r.ratio is not None and r.ratio <= 2)
                 out.append(
                     row(
-                        label,
+                        label + where,
                         metric,
                         "ms",
                         runs,
@@ -383,50 +406,47 @@ class Bench:
                     )
                 )
             out.append(
-                row(label, "per_s", "deliveries/s", runs, ceiling_runs=ref, ceiling_name="bare websockets")
+                row(
+                    label + where,
+                    "per_s",
+                    "deliveries/s",
+                    runs,
+                    ceiling_runs=ref,
+                    ceiling_name="bare websockets",
+                )
             )
             lost = sum(r["expected"] - r["deliveries"] for r in runs)
             if lost:
                 out[-1].note = f"{lost} deliveries missing"
-        if runs := self.runs("idle.chatcore"):
+        return out
+
+    def _idle_rows(self, who: str, where: str) -> list[Row]:
+        runs, label = self.runs(f"idle.{who}"), "idle WS connections" + where
+        if not runs:
+            return []
+        bare = self.runs("idle.ref")
+        out = [
+            row(
+                label,
+                "per_gib_marginal",
+                "conns/GiB",
+                runs,
+                ceiling_runs=bare,
+                ceiling_name="bare websockets",
+                target=">= 10,000 per GiB",
+                check=lambda r: r.median >= 10_000,
+            ),
+            row(label, "per_gib_total", "conns/GiB", runs, ceiling_runs=bare, ceiling_name="bare websockets"),
+        ]
+        # KiB per socket against bare websockets and, when measured, the same server stack
+        # (Litestar on granian) without chatcore.
+        ceilings = [("idle.ref", "bare websockets")]
+        if self.runs("idle.granian"):
+            ceilings.append(("idle.granian", "bare Litestar WS on granian"))
+        for ceiling, name in ceilings:
             out.append(
-                row(
-                    "idle WS connections",
-                    "per_gib_marginal",
-                    "conns/GiB",
-                    runs,
-                    ceiling_runs=self.runs("idle.ref"),
-                    ceiling_name="bare websockets",
-                    target=">= 10,000 per GiB",
-                    check=lambda r: r.median >= 10_000,
-                )
+                row(label, "kib_per_conn", "KiB", runs, ceiling_runs=self.runs(ceiling), ceiling_name=name)
             )
-            out.append(
-                row(
-                    "idle WS connections",
-                    "per_gib_total",
-                    "conns/GiB",
-                    runs,
-                    ceiling_runs=self.runs("idle.ref"),
-                    ceiling_name="bare websockets",
-                )
-            )
-            # KiB per socket against bare websockets and, when measured, the same server stack
-            # (Litestar on granian) without chatcore.
-            ceilings = [("idle.ref", "bare websockets")]
-            if self.runs("idle.granian"):
-                ceilings.append(("idle.granian", "bare Litestar WS on granian"))
-            for ceiling, name in ceilings:
-                out.append(
-                    row(
-                        "idle WS connections",
-                        "kib_per_conn",
-                        "KiB",
-                        runs,
-                        ceiling_runs=self.runs(ceiling),
-                        ceiling_name=name,
-                    )
-                )
         return out
 
 

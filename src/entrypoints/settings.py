@@ -45,6 +45,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Real-time transport (`/v1/ws`). Browser origins allowed to open a WebSocket; empty means the
     # origin of public_url only. A request without Origin needs the Authorization header.
     allowed_origins: list[str] = []
+    # A port for WebSockets only, served by the `websockets` library in each worker beside
+    # granian's port (`entrypoints.ws_listener`): about 30 KiB per idle socket against granian's
+    # 160. `/v1/ws` stays on `port` too. None: no second listener.
+    ws_port: Port | None = None
     ws_max_frame_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 65_536
     ws_frames_per_minute: Positive = 100  # sustained client frames per socket (a token bucket)
     ws_burst: Positive = 20  # frames above the rate; as many refused frames in a row close it
@@ -227,6 +231,8 @@ def _check(settings: Settings) -> None:
     limits = settings.limits
     if limits.default_page_size > limits.max_page_size:
         raise SettingsError("CHATCORE_DEFAULT_PAGE_SIZE: must not exceed CHATCORE_MAX_PAGE_SIZE")
+    if settings.ws_port is not None and settings.ws_port in (0, settings.port):
+        raise SettingsError("CHATCORE_WS_PORT: must be a fixed port other than CHATCORE_PORT")
     if settings.broker_url and not settings.broker_url.startswith(("redis://", "rediss://")):
         raise SettingsError(f"CHATCORE_BROKER_URL: unsupported scheme in {_redact(settings.broker_url)!r}")
     if settings.smtp_url and not settings.smtp_url.startswith(("smtp://", "smtps://")):

@@ -50,6 +50,9 @@ def test_environment_overrides_the_toml_file(tmp_path: Path) -> None:
         ({"CHATCORE_PORT": "eighty"}, "CHATCORE_PORT"),
         ({"CHATCORE_PORT": "70000"}, "CHATCORE_PORT"),
         ({"CHATCORE_WORKERS": "0"}, "CHATCORE_WORKERS"),
+        ({"CHATCORE_WS_PORT": "8000"}, "CHATCORE_WS_PORT"),  # the HTTP port itself
+        ({"CHATCORE_WS_PORT": "0"}, "CHATCORE_WS_PORT"),  # clients must know it
+        ({"CHATCORE_WS_PORT": "70000"}, "CHATCORE_WS_PORT"),
         ({"CHATCORE_MAX_REQUEST_BODY_BYTES": "10"}, "CHATCORE_MAX_REQUEST_BODY_BYTES"),
         ({"CHATCORE_MAX_MESSAGE_CHARS": "0"}, "CHATCORE_MAX_MESSAGE_CHARS"),
         ({"CHATCORE_DEFAULT_PAGE_SIZE": "500"}, "CHATCORE_DEFAULT_PAGE_SIZE"),

@@ -1,4 +1,6 @@
-"""`/v1/ws` over a real socket: `chatcore serve` (granian) in a child process, the `websockets` client.
+"""`/v1/ws` over a real socket: `chatcore serve` in a child process, the `websockets` client.
+Every test runs on both listeners: granian's own port, and the dedicated WebSocket port
+(`CHATCORE_WS_PORT`, `entrypoints.ws_listener`), which must behave the same.
 
 What only a real server shows: HTTP statuses of refused handshakes, the 101's headers (no
 compression), backpressure from a client that stops reading, and concurrency across REST and WS.
@@ -12,6 +14,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +40,30 @@ pytestmark = pytest.mark.slow
 ORIGIN = "https://app.example"
 
 
+@dataclass
+class WsServer(Server):
+    ws_base: str = ""  # ws://host:port of the listener under test
+
+
+@pytest.fixture(params=["granian", "dedicated"])
+def listener(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
-    """`chatcore serve` with the allow-listed origin and the test's CHATCORE_* settings."""
+def server(tmp_path: Path, request: pytest.FixtureRequest, listener: str) -> Iterator[WsServer]:
+    """`chatcore serve` with the allow-listed origin and the test's CHATCORE_* settings; its
+    WebSockets on granian's port or on the dedicated one."""
     env = {"CHATCORE_ALLOWED_ORIGINS": ORIGIN, **getattr(request, "param", {})}
+    ws_port = _free_port()
+    if listener == "dedicated":
+        env["CHATCORE_WS_PORT"] = str(ws_port)
     running = _start_with_env(tmp_path, env)
+    base = running.url.replace("http://", "ws://")
+    if listener == "dedicated":
+        base = f"ws://127.0.0.1:{ws_port}"
     try:
-        yield running
+        yield WsServer(**vars(running), ws_base=base)
     finally:
         _stop(running.process)
 
@@ -52,7 +72,7 @@ def _start_with_env(workdir: Path, extra: dict[str, str]) -> Server:
     return _start(workdir, _free_port(), extra)
 
 
-def account(server: Server, name: str) -> tuple[str, str]:
+def account(server: WsServer, name: str) -> tuple[str, str]:
     """(user id, access token) of a newly registered user."""
     with httpx.Client(base_url=server.url, timeout=10) as client:
         email = f"{name}@example.com"
@@ -71,11 +91,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def ws_url(server: Server, query: str = "") -> str:
-    return server.url.replace("http://", "ws://") + "/v1/ws" + query
+def ws_url(server: WsServer, query: str = "") -> str:
+    return server.ws_base + "/v1/ws" + query
 
 
-def make_chat(server: Server, token: str, *member_ids: str) -> str:
+def make_chat(server: WsServer, token: str, *member_ids: str) -> str:
     r = httpx.post(
         server.url + "/v1/chats",
         json={"title": "t", "member_ids": list(member_ids)},
@@ -106,7 +126,7 @@ async def read_events_until_closed(ws: ClientConnection, into: list[dict[str, An
     return ws.close_code
 
 
-def test_handshake_statuses_and_no_compression(server: Server) -> None:
+def test_handshake_statuses_and_no_compression(server: WsServer) -> None:
     _, token = account(server, "ann")
 
     async def scenario() -> None:
@@ -148,19 +168,19 @@ def index(frame: dict[str, Any]) -> int:
 BIG = 50_000  # chars per message: a few MB in flight fill granian's buffers with few events
 
 
-async def stalled_socket(server: Server, token: str) -> ClientConnection:
+async def stalled_socket(server: WsServer, token: str) -> ClientConnection:
     """A client that takes little from the network (a 4 KiB receive buffer) and stops reading;
     no keepalive of its own, which would close the connection while it does not read."""
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    raw.connect(("127.0.0.1", int(server.ws_base.rsplit(":", 1)[1])))
     raw.setblocking(False)
     return await connect(
         ws_url(server), sock=raw, additional_headers=bearer(token), max_queue=1, ping_interval=None
     )
 
 
-async def post_big(server: Server, token: str, chat: str, count: int) -> None:
+async def post_big(server: WsServer, token: str, chat: str, count: int) -> None:
     """`count` messages of BIG characters, numbered in their first five."""
     async with httpx.AsyncClient(base_url=server.url, timeout=20) as client:
         for i in range(count):
@@ -185,7 +205,7 @@ async def post_big(server: Server, token: str, chat: str, count: int) -> None:
     ],
     indirect=True,
 )
-def test_a_stalled_consumer_is_closed_with_4000_and_resumes_without_gaps(server: Server) -> None:
+def test_a_stalled_consumer_is_closed_with_4000_and_resumes_without_gaps(server: WsServer) -> None:
     _, ann = account(server, "ann")
     bob_id, bob = account(server, "bob")
     carl_id, carl = account(server, "carl")
@@ -241,7 +261,7 @@ def test_a_stalled_consumer_is_closed_with_4000_and_resumes_without_gaps(server:
 @pytest.mark.parametrize(
     "server", [{"CHATCORE_WS_FRAMES_PER_MINUTE": "6000", "CHATCORE_WS_BURST": "50"}], indirect=True
 )
-def test_50_concurrent_duplicates_over_rest_and_ws_store_one(server: Server) -> None:
+def test_50_concurrent_duplicates_over_rest_and_ws_store_one(server: WsServer) -> None:
     _, ann = account(server, "ann")
     chat = make_chat(server, ann)
     body = {"body": "once", "client_msg_id": "dup-1"}
@@ -286,7 +306,7 @@ def test_50_concurrent_duplicates_over_rest_and_ws_store_one(server: Server) -> 
 @pytest.mark.parametrize(
     "server", [{"CHATCORE_WS_PING_INTERVAL_S": "0.2", "CHATCORE_WS_PING_TIMEOUT_S": "0.2"}], indirect=True
 )
-def test_a_client_that_stops_answering_is_closed_within_1_s(server: Server) -> None:
+def test_a_client_that_stops_answering_is_closed_within_1_s(server: WsServer) -> None:
     _, token = account(server, "ann")
 
     async def scenario() -> None:
@@ -304,8 +324,8 @@ def test_a_client_that_stops_answering_is_closed_within_1_s(server: Server) -> N
 @pytest.mark.parametrize(
     "server", [{"CHATCORE_WS_MAX_FRAME_BYTES": "2048", "CHATCORE_WS_BURST": "3"}], indirect=True
 )
-def test_an_oversize_frame_closes_1009_and_a_flood_1008_through_granian(server: Server) -> None:
-    # The close frame goes out through the same hand-over to granian as the frames before it.
+def test_an_oversize_frame_closes_1009_and_a_flood_1008_through_the_server(server: WsServer) -> None:
+    # The close frame goes out through the same hand-over to the server as the frames before it.
     _, token = account(server, "ann")
 
     async def closed_with(frames: list[str]) -> tuple[int | None, list[str]]:
@@ -352,7 +372,7 @@ def test_an_oversize_frame_closes_1009_and_a_flood_1008_through_granian(server: 
     ],
     indirect=True,
 )
-def test_a_send_unfinished_past_the_send_timeout_closes_4000_before_the_queue_fills(server: Server) -> None:
+def test_a_send_unfinished_past_the_send_timeout_closes_4000_before_the_queue_fills(server: WsServer) -> None:
     # 120 frames of 50 KB: the kernel and granian take a few MB, then a send stays unfinished
     # and the rest wait in a queue that cannot overflow: the timer closes the socket.
     _, ann = account(server, "ann")

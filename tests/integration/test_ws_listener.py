@@ -1,0 +1,86 @@
+"""The dedicated WebSocket listener (`CHATCORE_WS_PORT`) in a real `chatcore serve`: what it does
+that granian's port does not. The protocol itself runs on both ports in `test_ws_server`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from chatcore.application.realtime import CloseCode
+from tests.integration.test_http_server_process import _free_port, _start, _stop
+from tests.integration.test_ws_server import ORIGIN, WsServer, account, bearer, refused_status, ws_url
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[WsServer]:
+    ws_port = _free_port()
+    running = _start(
+        tmp_path, _free_port(), {"CHATCORE_ALLOWED_ORIGINS": ORIGIN, "CHATCORE_WS_PORT": str(ws_port)}
+    )
+    try:
+        yield WsServer(**vars(running), ws_base=f"ws://127.0.0.1:{ws_port}")
+    finally:
+        _stop(running.process)
+
+
+def test_the_ws_port_serves_websockets_only(server: WsServer) -> None:
+    _, token = account(server, "ann")
+    http_url = server.ws_base.replace("ws://", "http://")
+    plain = httpx.get(http_url + "/healthz", timeout=5)
+    assert plain.status_code == 426  # no upgrade: the library's answer, not the API's
+    response = httpx.get(http_url + "/v1/users/me", headers=bearer(token), timeout=5)
+    assert response.status_code == 426 and "display_name" not in response.text
+
+    async def scenario() -> None:
+        # An upgrade to a path that is no WebSocket route: refused, as on granian.
+        other = server.ws_base + "/v1/users/me"
+        assert await refused_status(other, additional_headers=bearer(token)) == 403
+        async with connect(ws_url(server), additional_headers=bearer(token)) as ws:
+            await ws.send(json.dumps({"type": "ping", "id": "p"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["id"] == "p"
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_open_sockets_get_1001_on_shutdown(server: WsServer) -> None:
+    # granian drops its own sockets at once on SIGTERM (1006); the dedicated listener's get the
+    # close frame that tells the client to reconnect and resume.
+    _, token = account(server, "ann")
+
+    async def scenario() -> None:
+        async with connect(ws_url(server), additional_headers=bearer(token)) as ws:
+            await ws.send(json.dumps({"type": "ping", "id": "p"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["id"] == "p"
+            server.process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == CloseCode.SERVER_RESTART
+            assert time.monotonic() - started < 10
+
+    asyncio.run(asyncio.wait_for(scenario(), 25))
+    server.process.wait(timeout=15)
+
+
+def test_a_taken_ws_port_stops_the_server_and_names_the_setting(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AssertionError, match="CHATCORE_WS_PORT") as failed:
+            running = _start(tmp_path, _free_port(), {"CHATCORE_WS_PORT": str(port)})
+            _stop(running.process)  # not reached when the server refuses to start
+    assert "exited" in str(failed.value) or "did not answer" in str(failed.value)
