@@ -34,7 +34,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from chatcore.application.realtime import CloseCode
-from tests.integration.test_failure_support import UNTHROTTLED, Account, Server, account, serving
+from tests.integration.test_failure_support import UNTHROTTLED, Account, account, stop
+from tests.integration.test_ws_support import LISTENERS, WsServer, start_ws
 
 pytestmark = pytest.mark.slow
 
@@ -49,10 +50,14 @@ BODY_CHARS = int(os.environ.get("SLOW_CONSUMER_BODY_CHARS") or 3_990)
 RSS_GROWTH_MIB = 100  # R4's bound
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with serving(tmp_path, UNTHROTTLED) as running:
+@pytest.fixture(params=LISTENERS)
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[WsServer]:
+    """A real server, its WebSockets on each listener in turn (`test_ws_support`)."""
+    running = start_ws(tmp_path, UNTHROTTLED, request.param)
+    try:
         yield running
+    finally:
+        stop(running.process)
 
 
 def group_rss_bytes(leader_pid: int) -> int:
@@ -149,13 +154,13 @@ async def _send_all(url: str, sender: Account, chat: str, phase: Phase) -> None:
         await asyncio.gather(*(one_sender(s) for s in range(SENDERS)))
 
 
-async def _stalled_socket(server: Server, user: Account) -> ClientConnection:
+async def _stalled_socket(server: WsServer, user: Account) -> ClientConnection:
     """A client that takes little from the network and never reads what it gets."""
     raw = socket.socket()
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    raw.connect(("127.0.0.1", int(server.ws_base.rsplit(":", 1)[1])))
     raw.setblocking(False)
-    url = server.url.replace("http://", "ws://") + "/v1/ws"
+    url = server.ws_base + "/v1/ws"
     # No keepalive of its own: its pings would go unanswered while it does not read, and it would
     # close the connection itself (1011) before reading the server's close frame.
     return await connect(url, sock=raw, additional_headers=user.headers, max_queue=1, ping_interval=None)
@@ -174,9 +179,9 @@ async def _until_closed(ws: ClientConnection) -> tuple[int, list[dict[str, Any]]
     return ws.close_code, frames
 
 
-async def _resume(server: Server, user: Account, cursor: str, chat: str, upto: int) -> list[int]:
+async def _resume(server: WsServer, user: Account, cursor: str, chat: str, upto: int) -> list[int]:
     """The seq of every message after `cursor`, until seq `upto` arrived."""
-    url = server.url.replace("http://", "ws://") + f"/v1/ws?cursor={cursor}"
+    url = server.ws_base + f"/v1/ws?cursor={cursor}"
     got: list[int] = []
     async with connect(url, additional_headers=user.headers, max_size=None) as ws:
         while not got or got[-1] != upto:
@@ -196,7 +201,9 @@ def _ms(values: list[float], q: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 1)
 
 
-def test_a_stalled_consumer_is_cut_off_while_memory_stays_bounded_and_others_keep_up(server: Server) -> None:
+def test_a_stalled_consumer_is_cut_off_while_memory_stays_bounded_and_others_keep_up(
+    server: WsServer,
+) -> None:
     with httpx.Client(base_url=server.url, timeout=10) as client:
         ann, carl, dora, bob = (account(client, n) for n in ("ann", "carl", "dora", "bob"))
         r = client.post(
@@ -208,7 +215,7 @@ def test_a_stalled_consumer_is_cut_off_while_memory_stays_bounded_and_others_kee
     figures: dict[str, Any] = {"events_sent": total, "healthy_sockets": HEALTHY}
 
     async def scenario() -> None:
-        url = server.url.replace("http://", "ws://") + "/v1/ws"
+        url = server.ws_base + "/v1/ws"
         healthy = [
             await connect(url, additional_headers=(carl if h % 2 else dora).headers, max_size=None)
             for h in range(HEALTHY)

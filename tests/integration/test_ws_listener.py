@@ -18,19 +18,17 @@ from websockets.exceptions import ConnectionClosed
 
 from chatcore.application.realtime import CloseCode
 from tests.integration.test_http_server_process import _free_port, _start, _stop
-from tests.integration.test_ws_server import ORIGIN, WsServer, account, bearer, refused_status, ws_url
+from tests.integration.test_ws_server import ORIGIN, account, bearer, refused_status, ws_url
+from tests.integration.test_ws_support import WsServer, start_ws
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[WsServer]:
-    ws_port = _free_port()
-    running = _start(
-        tmp_path, _free_port(), {"CHATCORE_ALLOWED_ORIGINS": ORIGIN, "CHATCORE_WS_PORT": str(ws_port)}
-    )
+    running = start_ws(tmp_path, {"CHATCORE_ALLOWED_ORIGINS": ORIGIN}, "dedicated")
     try:
-        yield WsServer(**vars(running), ws_base=f"ws://127.0.0.1:{ws_port}")
+        yield running
     finally:
         _stop(running.process)
 

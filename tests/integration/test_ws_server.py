@@ -14,7 +14,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,52 +23,31 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chatcore.application.realtime import CloseCode
-from tests.integration.test_http_server_process import (
-    PASSWORD,
-    Server,
-    _free_port,
-    _start,
-    _stop,
-)
-from tests.integration.test_ws_support import bounded
+from tests.integration.test_http_server_process import PASSWORD, _stop
+from tests.integration.test_ws_support import LISTENERS, WsServer, bounded, start_ws
 
-__all__ = ["bounded"]
+__all__ = ["WsServer", "bounded"]
 
 pytestmark = pytest.mark.slow
 
 ORIGIN = "https://app.example"
 
 
-@dataclass
-class WsServer(Server):
-    ws_base: str = ""  # ws://host:port of the listener under test
-
-
-@pytest.fixture(params=["granian", "dedicated"])
+@pytest.fixture(params=LISTENERS)
 def listener(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
 def server(tmp_path: Path, request: pytest.FixtureRequest, listener: str) -> Iterator[WsServer]:
-    """`chatcore serve` with the allow-listed origin and the test's CHATCORE_* settings; its
-    WebSockets on granian's port or on the dedicated one."""
+    """`chatcore serve` with the allow-listed origin and the test's CHATCORE_* settings (an
+    indirect parameter), its WebSockets on each listener in turn."""
     env = {"CHATCORE_ALLOWED_ORIGINS": ORIGIN, **getattr(request, "param", {})}
-    ws_port = _free_port()
-    if listener == "dedicated":
-        env["CHATCORE_WS_PORT"] = str(ws_port)
-    running = _start_with_env(tmp_path, env)
-    base = running.url.replace("http://", "ws://")
-    if listener == "dedicated":
-        base = f"ws://127.0.0.1:{ws_port}"
+    running = start_ws(tmp_path, env, listener)
     try:
-        yield WsServer(**vars(running), ws_base=base)
+        yield running
     finally:
         _stop(running.process)
-
-
-def _start_with_env(workdir: Path, extra: dict[str, str]) -> Server:
-    return _start(workdir, _free_port(), extra)
 
 
 def account(server: WsServer, name: str) -> tuple[str, str]:

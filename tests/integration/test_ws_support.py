@@ -1,13 +1,36 @@
-"""Shared helpers of the real-time tests (no tests here): a 30 s bound on every test."""
+"""Shared helpers of the real-time tests (no tests here): a 30 s bound on every test, and a real
+server with its WebSockets on either listener."""
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from tests.integration.test_http_server_process import Server, _free_port, _start
+
 WS_TEST_TIMEOUT_S = 30
+# Where a real server's WebSockets are served: granian's own port, or the dedicated one
+# (`CHATCORE_WS_PORT`, `entrypoints.ws_listener`). The tests that matter run on both.
+LISTENERS = ["granian", "dedicated"]
+
+
+@dataclass
+class WsServer(Server):
+    ws_base: str = ""  # ws://host:port of the listener under test
+
+
+def start_ws(workdir: Path, settings: Mapping[str, str], listener: str) -> WsServer:
+    """`chatcore serve` (see `_start`) with its WebSockets on `listener`."""
+    env, ws_port = dict(settings), _free_port()
+    if listener == "dedicated":
+        env["CHATCORE_WS_PORT"] = str(ws_port)
+    running = _start(workdir, _free_port(), env)
+    base = f"ws://127.0.0.1:{ws_port}" if listener == "dedicated" else running.url.replace("http://", "ws://")
+    return WsServer(**vars(running), ws_base=base)
 
 
 @pytest.fixture(autouse=True)
