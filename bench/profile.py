@@ -1,4 +1,4 @@
-"""Profile the server's hot paths with py-spy: `python -m bench.profile send|history [--seconds N]`.
+"""Profile the server's hot paths with py-spy: `python -m bench.profile send|history|me [--seconds N]`.
 
 Seeds a small data set (32 senders, a 100,000-message chat), starts `chatcore serve`, records
 the server's worker with `py-spy record --subprocesses --format raw` (collapsed stacks) while the
@@ -71,7 +71,7 @@ def _short(frame: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
-    parser.add_argument("scenario", choices=("send", "history"))
+    parser.add_argument("scenario", choices=("send", "history", "me"))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL")
@@ -110,6 +110,9 @@ def main() -> int:
         if args.scenario == "send":
             path = f"/v1/chats/{s.send_chat}/messages"
             workers = [{"mode": "post", "path": path, "token": s.senders[i]["token"]} for i in range(32)]
+        elif args.scenario == "me":  # an authenticated GET with no permission check
+            me = "/v1/users/me"
+            workers = [{"mode": "get", "path": me, "token": s.senders[i]["token"]} for i in range(32)]
         else:
             path = f"/v1/chats/{s.history_chat}/messages"
             workers = [

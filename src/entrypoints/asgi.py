@@ -15,6 +15,6 @@ from entrypoints.ws_listener import with_websocket_listener
 
 def app_factory() -> ASGIApp:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_flush_s)
     app = keep_server_send(create_app(build_container(settings)))
     return app if settings.ws_port is None else with_websocket_listener(app, settings)

@@ -96,7 +96,7 @@ async def _run_worker(
     from entrypoints.container import build_container, worker_jobs
     from entrypoints.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_flush_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import sys
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any
@@ -79,13 +82,75 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode(entry)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """JSON logs on stderr for the server process (tests keep pytest's own handlers)."""
+class BatchedHandler(logging.Handler):
+    """Lines to a file descriptor in batches: written every `flush_s` by a timer thread, and at
+    once for a warning or worse, when the batch reaches BATCH_BYTES, and at exit.
+
+    Why: a write per line is a system call per request (the access line), and each one lets
+    granian's own thread take the GIL; the server then waits for it to get it back. Measured
+    under `chatcore serve`, 32 connections: the access line cost 60 to 70 µs per request written
+    line by line (about 12 µs of Python). The price is that a crash (SIGKILL) loses at most
+    `flush_s` of INFO lines. Lines stay whole: a batch is written by whole lines, in order.
+    """
+
+    BATCH_BYTES = 64 * 1024
+
+    def __init__(self, fd: int, flush_s: float) -> None:
+        super().__init__()
+        self._fd, self._flush_s = fd, flush_s
+        self._lines: list[str] = []
+        self._size = 0
+        self._closed = threading.Event()
+        if flush_s > 0:
+            threading.Thread(target=self._flush_every, name="chatcore-log-flush", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        # Handler.handle holds self.lock here.
+        self._lines.append(line)
+        self._size += len(line)
+        if self._flush_s <= 0 or record.levelno >= logging.WARNING or self._size >= self.BATCH_BYTES:
+            self._write()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._write()
+
+    def _write(self) -> None:
+        if not self._lines:
+            return
+        data = "".join(self._lines).encode("utf-8", "backslashreplace")
+        self._lines.clear()
+        self._size = 0
+        view = memoryview(data)
+        with contextlib.suppress(OSError):  # stderr closed: nowhere left to say it
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
+        super().close()
+
+    def _flush_every(self) -> None:
+        while not self._closed.wait(self._flush_s):
+            self.flush()
+
+
+def configure_logging(level: str = "INFO", flush_s: float = 0.0) -> None:
+    """JSON logs on stderr for the server process (tests keep pytest's own handlers), written
+    in batches every `flush_s` (see BatchedHandler), line by line on a terminal."""
     # Thread, process and task names are never written (see JsonFormatter): not collecting
     # them saves a few microseconds on every log line, the access line of each request included.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # 3.12+, not in typeshed yet
-    handler = logging.StreamHandler(sys.stderr)
+    sys.stderr.flush()
+    fd = sys.stderr.fileno()
+    handler = BatchedHandler(fd, 0.0 if os.isatty(fd) else flush_s)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()

@@ -91,6 +91,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     mail_retry_backoff_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     smtp_url: str = ""  # "" = folder mailer writing .eml files into data_dir
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # How long log lines may wait in memory before they are written (warnings and errors are
+    # written at once; so is everything when stderr is a terminal). 0: every line at once.
+    log_flush_s: Annotated[float, msgspec.Meta(ge=0, le=10)] = 0.2
     # Signing/HMAC key material (hex, >= 32 bytes). Empty: generated on first run and kept
     # (mode 0600) in data_dir; with the memory database, a fresh key per process.
     secret_key: str = ""

@@ -61,3 +61,27 @@ class TestPasswordHasher(PasswordHasherContract):
 
 class TestTokenIssuer(TokenIssuerContract):
     pass
+
+
+# The child only writes to a pipe and exits: other threads of the test process do not matter.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_ulid_random_bits_are_never_shared_with_a_forked_child() -> None:
+    # The random bits are read from the OS in batches; a child forked with part of a batch
+    # unread must not make the ids its parent makes next.
+    import os
+
+    ids = UlidGenerator()
+    ids.new_id()  # the batch is read, most of it unused
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read_end)
+        os.write(write_end, " ".join(ids.new_id() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write_end)
+    parent = [ids.new_id() for _ in range(5)]
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert len(child) == 5
+    assert {i[10:] for i in child}.isdisjoint(i[10:] for i in parent)  # the 80 random bits

@@ -89,3 +89,78 @@ async def test_http_responses_get_the_id_and_websocket_frames_go_straight_out(
     assert sends[0].__name__ == "server_send"  # not wrapped: no extra call per frame
     access = [vars(r) for r in caplog.records if r.name == "chatcore.access"]
     assert [(a["request_id"], a["path"]) for a in access] == [("rid-1", "/p")] * 2
+
+
+def _pending(fd: int) -> bytes:
+    """What has been written to the pipe so far (never blocks)."""
+    import os
+
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 1 << 20)
+    except BlockingIOError:
+        return b""
+
+
+def test_info_lines_wait_in_the_batch_and_a_warning_writes_them_all_in_order() -> None:
+    import os
+
+    from entrypoints.logs import BatchedHandler
+
+    read_end, write_end = os.pipe()
+    handler = BatchedHandler(write_end, flush_s=60)  # the timer does not fire during the test
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("chatcore.test.batched")
+    log.propagate, log.level = False, logging.INFO
+    log.addHandler(handler)
+    try:
+        log.info("one")
+        log.info("two")
+        assert _pending(read_end) == b""  # batched: no write per line
+        log.warning("three")  # a warning is written at once, behind what waits
+        assert _pending(read_end) == b"INFO one\nINFO two\nWARNING three\n"
+        log.info("four")
+        handler.flush()  # what the timer and the app's shutdown do
+        assert _pending(read_end) == b"INFO four\n"
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_with_no_delay_every_line_is_written_at_once() -> None:
+    import os
+
+    from entrypoints.logs import BatchedHandler
+
+    read_end, write_end = os.pipe()
+    handler = BatchedHandler(write_end, flush_s=0)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        handler.handle(logging.LogRecord("x", logging.INFO, "f.py", 1, "now", None, None))
+        assert _pending(read_end) == b"now\n"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+# The child only writes to a pipe and exits: other threads of the test process do not matter.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_generated_request_ids_are_unique_and_a_forked_child_has_its_own() -> None:
+    import os
+
+    from entrypoints.http.middleware import new_request_id
+
+    ids = [new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, new_request_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read()
+    os.waitpid(pid, 0)
+    assert child[:16] != ids[0][:16]  # another prefix: no id of the parent's can repeat

@@ -317,6 +317,10 @@ class SqliteChatRepository(_Repository):
         # Chats handed out by `get_for_member`, by identity, with their state as loaded.
         self.narrowed: dict[int, tuple[Chat, object]] = {}
 
+    def read_ids(self) -> set[str]:
+        """The chats this transaction has read or written, whole or narrowed: known to exist."""
+        return self.known_members.keys() | {chat.id for chat, _ in self.narrowed.values()}
+
     def _loaded(self, rows: list[tuple[str, int]]) -> list[Chat]:
         chats = []
         for data, last_seq in rows:

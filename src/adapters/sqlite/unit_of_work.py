@@ -131,7 +131,7 @@ class SqliteUnitOfWork(_Repositories):
         now = self._clock.now()
         occurred_at = now.isoformat()
         staged = [(self._ids.new_id(), event.stream_id, encode(event)) for event in self._events]
-        unchecked = self._messages.chat_ids - self._chats.known_members.keys()
+        unchecked = self._messages.chat_ids - self._chats.read_ids()
 
         def write(conn: sqlite3.Connection) -> list[int]:
             _check_chats_exist(conn, unchecked)

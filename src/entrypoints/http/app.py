@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -46,12 +47,18 @@ def create_app(container: Container) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with container.runtime() as runtime:
-            app.state.runtime = runtime
-            try:
-                yield
-            finally:
-                del app.state.runtime
+        try:
+            async with container.runtime() as runtime:
+                app.state.runtime = runtime
+                try:
+                    yield
+                finally:
+                    del app.state.runtime
+        finally:
+            # granian's worker processes exit without running atexit: the log lines still
+            # batched in memory (entrypoints.logs.BatchedHandler) are written now.
+            for handler in logging.getLogger().handlers:
+                handler.flush()
 
     handlers = route_handlers()
     for handler in handlers_of(handlers):
