@@ -338,6 +338,47 @@ def test_serve_runs_several_workers_over_redis_and_stops_gracefully(
     assert undispatched(data_dir) == 0
 
 
+def test_several_workers_share_the_dedicated_websocket_port(
+    workdir: Path, spawned: list[subprocess.Popen[bytes]], redis_url: str, redis_prefix: str
+) -> None:
+    # Each worker listens on CHATCORE_WS_PORT (SO_REUSEPORT); the kernel spreads the sockets, and
+    # a message reaches every one of them over Redis, whichever worker holds it.
+    ws_port = _free_port()
+    env = base_env(
+        workdir / "shared-data", redis_url, redis_prefix, CHATCORE_WORKERS="2", CHATCORE_WS_PORT=str(ws_port)
+    )
+    server = start_serve("w2", workdir, env)
+    spawned.append(server.process)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        headers = register_and_login(client, "ws-port@example.com")
+        _, chat_url = _chat(client, headers)
+
+        async def every_socket_gets_the_message() -> list[str]:
+            url = f"ws://127.0.0.1:{ws_port}/v1/ws"
+            sockets = [await websockets.connect(url, additional_headers=headers) for _ in range(8)]
+            try:
+                await asyncio.sleep(0.3)  # the subscriptions settle on both workers' buses
+                sent = await asyncio.to_thread(_send, client, chat_url, headers, "to all")
+                assert sent.status_code == 201
+
+                async def first_body(ws: Any) -> str:
+                    while True:
+                        frame = json.loads(await ws.recv())
+                        if frame["type"] == "event" and (body := _body(frame["record"])) is not None:
+                            return body
+
+                async with asyncio.timeout(10):
+                    return list(await asyncio.gather(*(first_body(ws) for ws in sockets)))
+            finally:
+                for ws in sockets:
+                    await ws.close()
+
+        assert asyncio.run(every_socket_gets_the_message()) == ["to all"] * 8
+    stop_process(server.process)
+    assert server.process.returncode == 0, server.output()
+    assert server.output().count("WebSocket listener on") == 2  # both workers bound the port
+
+
 def test_several_workers_without_a_broker_are_refused_with_a_clear_message(workdir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")}
     done = subprocess.run(
