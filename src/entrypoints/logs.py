@@ -148,6 +148,8 @@ def configure_logging(level: str = "INFO", flush_s: float = 0.0) -> None:
     # them saves a few microseconds on every log line, the access line of each request included.
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # 3.12+, not in typeshed yet
+    # Nor where a line was logged from: the logging docs' own way to skip the frame walk.
+    logging._srcfile = None  # type: ignore[attr-defined]
     sys.stderr.flush()
     fd = sys.stderr.fileno()
     handler = BatchedHandler(fd, 0.0 if os.isatty(fd) else flush_s)

@@ -3,8 +3,9 @@ their own, served by the `websockets` library on granian's worker loop, beside g
 
 Why: granian 2.8.9 holds about 150 KiB per idle WebSocket (128 KiB of it is tungstenite's read
 buffer, which granian allocates at its default size and gives no setting for); the `websockets`
-library holds about 12 KiB. Idle sockets are most of a chat server's memory, so a deployment with
-many of them routes `/v1/ws` to this port (bench/README.md has the figures).
+library holds about 10 KiB, and a chatcore socket on this port 30.5 KiB in all. Idle sockets are
+most of a chat server's memory, so a deployment with many of them routes `/v1/ws` to this port
+(bench/README.md has the figures).
 
 The same ASGI app serves both ports: the handshake checks, the limits, the close codes and the
 protocol are the app's (`entrypoints.http.realtime`). This module only carries ASGI messages:
