@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chatcore.application.realtime import CloseCode
 from tests.integration.test_http_server_process import _free_port, _start, _stop
@@ -42,6 +42,14 @@ def test_the_ws_port_serves_websockets_only(server: WsServer) -> None:
     assert response.status_code == 426 and "display_name" not in response.text
 
     async def scenario() -> None:
+        # A refused upgrade is the app's problem+json, as on granian's port.
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(server), additional_headers={"Authorization": "Bearer eyJforged.x.y"}):
+                pass
+        response = refused.value.response
+        assert response.status_code == 401
+        assert response.headers["Content-Type"] == "application/problem+json"
+        assert json.loads(response.body)["status"] == 401
         # An upgrade to a path that is no WebSocket route: refused, as on granian.
         other = server.ws_base + "/v1/users/me"
         assert await refused_status(other, additional_headers=bearer(token)) == 403
