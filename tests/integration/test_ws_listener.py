@@ -17,8 +17,19 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chatcore.application.realtime import CloseCode
+from entrypoints.ws_listener import SHUTDOWN_S
 from tests.integration.test_http_server_process import _free_port, _start, _stop
-from tests.integration.test_ws_server import ORIGIN, account, bearer, refused_status, ws_url
+from tests.integration.test_ws_server import (
+    BIG,
+    ORIGIN,
+    account,
+    bearer,
+    make_chat,
+    post_big,
+    refused_status,
+    stalled_socket,
+    ws_url,
+)
 from tests.integration.test_ws_support import WsServer, start_ws
 
 pytestmark = pytest.mark.slow
@@ -79,6 +90,32 @@ def test_open_sockets_get_1001_on_shutdown(server: WsServer) -> None:
 
     asyncio.run(asyncio.wait_for(scenario(), 25))
     server.process.wait(timeout=15)
+
+
+def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(tmp_path: Path) -> None:
+    # Its close handshake can never finish (it reads nothing): after SHUTDOWN_S the listener
+    # drops the connection, and the worker exits instead of waiting out the 120 s close timeout.
+    env = {"CHATCORE_MAX_MESSAGE_CHARS": str(BIG), "CHATCORE_MAX_REQUEST_BODY_BYTES": "131072"}
+    server = start_ws(tmp_path, {**env, "CHATCORE_SEND_BURST": "1000"}, "dedicated")
+    try:
+        _, ann = account(server, "ann")
+        bob_id, bob = account(server, "bob")
+        chat = make_chat(server, ann, bob_id)
+
+        async def stall_then_stop() -> float:
+            stalled = await stalled_socket(server, bob)
+            await post_big(server, ann, chat, 60)  # megabytes it will never read
+            server.process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            await asyncio.to_thread(server.process.wait, 25)
+            stalled.transport.abort()
+            return time.monotonic() - started
+
+        took = asyncio.run(asyncio.wait_for(stall_then_stop(), 28))
+        assert server.process.returncode == 0
+        assert took < SHUTDOWN_S + 5
+    finally:
+        _stop(server.process)
 
 
 def test_a_taken_ws_port_stops_the_server_and_names_the_setting(tmp_path: Path) -> None:
