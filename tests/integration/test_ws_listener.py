@@ -7,6 +7,7 @@ import asyncio
 import json
 import signal
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,58 @@ def test_the_ws_port_serves_websockets_only(server: WsServer) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 20))
 
 
+def _raw_upgrade(server: WsServer, *upgrade_headers: str) -> bytes:
+    """The status line the WS port answers to a hand-written upgrade request."""
+    host, port = server.ws_base.removeprefix("ws://").rsplit(":", 1)
+    lines = [
+        "GET /v1/ws HTTP/1.1",
+        f"Host: {host}:{port}",
+        *(f"Upgrade: {value}" for value in upgrade_headers),
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ]
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        raw.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        return raw.recv(4096).split(b"\r\n", 1)[0]
+
+
+def test_an_upgrade_the_library_accepts_always_goes_through_the_app(server: WsServer) -> None:
+    # "websocket," is a valid Upgrade list: the app must still decide (no Origin, no token: 403),
+    # never a 101 that skipped it. Two Upgrade headers are the library's 426, not a 500.
+    assert _raw_upgrade(server, "websocket,") == b"HTTP/1.1 403 Forbidden"
+    assert _raw_upgrade(server, "websocket") == b"HTTP/1.1 403 Forbidden"
+    assert _raw_upgrade(server, "websocket", "websocket") == b"HTTP/1.1 426 Upgrade Required"
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_a_stalled_client_that_resets_leaves_no_error_in_the_log(tmp_path: Path) -> None:
+    # Its sends wait for the transport to drain when the reset fails them: every failure is
+    # seen, none is logged as an error nobody retrieved.
+    env = {"CHATCORE_MAX_MESSAGE_CHARS": str(BIG), "CHATCORE_MAX_REQUEST_BODY_BYTES": "131072"}
+    server = start_ws(tmp_path, {**env, "CHATCORE_SEND_BURST": "1000"}, "dedicated")
+    try:
+        _, ann = account(server, "ann")
+        bob_id, bob = account(server, "bob")
+        chat = make_chat(server, ann, bob_id)
+
+        async def stall_then_reset() -> None:
+            stalled = await stalled_socket(server, bob)
+            await post_big(server, ann, chat, 120)  # far more than the buffers take
+            raw = stalled.transport.get_extra_info("socket")
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            stalled.transport.abort()  # a reset, not a close
+            await asyncio.sleep(1.5)
+
+        asyncio.run(asyncio.wait_for(stall_then_reset(), 25))
+        with httpx.Client(base_url=server.url, timeout=5) as client:  # still serving
+            assert client.get("/healthz").status_code == 200
+    finally:
+        _stop(server.process)
+    log = server.log.read_text()
+    assert "never retrieved" not in log and "Traceback" not in log
+
+
 def test_open_sockets_get_1001_on_shutdown(server: WsServer) -> None:
     # granian drops its own sockets at once on SIGTERM (1006); the dedicated listener's get the
     # close frame that tells the client to reconnect and resume.
@@ -127,3 +180,4 @@ def test_a_taken_ws_port_stops_the_server_and_names_the_setting(tmp_path: Path) 
             running = _start(tmp_path, _free_port(), {"CHATCORE_WS_PORT": str(port)})
             _stop(running.process)  # not reached when the server refuses to start
     assert "exited" in str(failed.value) or "did not answer" in str(failed.value)
+    assert "runtime stopped" in str(failed.value)  # the app was shut down again, not left open
