@@ -26,7 +26,7 @@ class _RandomPool:
     BATCH = 4096
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # ids are made on several threads (the mail queue's)
+        self._lock = threading.Lock()  # the pool is the process's: any thread may make an id
         self._forget()
         os.register_at_fork(after_in_child=self._forget)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chatcore.application.realtime import CloseCode
@@ -97,30 +97,48 @@ def test_an_upgrade_the_library_accepts_always_goes_through_the_app(server: WsSe
     assert "Traceback" not in server.log.read_text()
 
 
-def test_a_stalled_client_that_resets_leaves_no_error_in_the_log(tmp_path: Path) -> None:
+# Messages of BIG characters, sent without the per-user rate limit.
+BIG_MESSAGES = {
+    "CHATCORE_MAX_MESSAGE_CHARS": str(BIG),
+    "CHATCORE_MAX_REQUEST_BODY_BYTES": "131072",
+    "CHATCORE_SEND_BURST": "1000",
+}
+
+
+@pytest.fixture
+def big_server(tmp_path: Path) -> Iterator[WsServer]:
+    running = start_ws(tmp_path, BIG_MESSAGES, "dedicated")
+    try:
+        yield running
+    finally:
+        _stop(running.process)
+
+
+async def stalled_behind(server: WsServer, count: int) -> ClientConnection:
+    """Bob's socket, which stopped reading, with `count` messages of BIG characters sent to it."""
+    _, ann = account(server, "ann")
+    bob_id, bob = account(server, "bob")
+    chat = make_chat(server, ann, bob_id)
+    stalled = await stalled_socket(server, bob)
+    await post_big(server, ann, chat, count)
+    return stalled
+
+
+def test_a_stalled_client_that_resets_leaves_no_error_in_the_log(big_server: WsServer) -> None:
     # Its sends wait for the transport to drain when the reset fails them: every failure is
     # seen, none is logged as an error nobody retrieved.
-    env = {"CHATCORE_MAX_MESSAGE_CHARS": str(BIG), "CHATCORE_MAX_REQUEST_BODY_BYTES": "131072"}
-    server = start_ws(tmp_path, {**env, "CHATCORE_SEND_BURST": "1000"}, "dedicated")
-    try:
-        _, ann = account(server, "ann")
-        bob_id, bob = account(server, "bob")
-        chat = make_chat(server, ann, bob_id)
+    async def stall_then_reset() -> None:
+        stalled = await stalled_behind(big_server, 120)  # far more than the buffers take
+        raw = stalled.transport.get_extra_info("socket")
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stalled.transport.abort()  # a reset, not a close
+        await asyncio.sleep(1.5)
 
-        async def stall_then_reset() -> None:
-            stalled = await stalled_socket(server, bob)
-            await post_big(server, ann, chat, 120)  # far more than the buffers take
-            raw = stalled.transport.get_extra_info("socket")
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            stalled.transport.abort()  # a reset, not a close
-            await asyncio.sleep(1.5)
-
-        asyncio.run(asyncio.wait_for(stall_then_reset(), 25))
-        with httpx.Client(base_url=server.url, timeout=5) as client:  # still serving
-            assert client.get("/healthz").status_code == 200
-    finally:
-        _stop(server.process)
-    log = server.log.read_text()
+    asyncio.run(asyncio.wait_for(stall_then_reset(), 25))
+    with httpx.Client(base_url=big_server.url, timeout=5) as client:  # still serving
+        assert client.get("/healthz").status_code == 200
+    _stop(big_server.process)
+    log = big_server.log.read_text()
     assert "never retrieved" not in log and "Traceback" not in log
 
 
@@ -145,30 +163,20 @@ def test_open_sockets_get_1001_on_shutdown(server: WsServer) -> None:
     server.process.wait(timeout=15)
 
 
-def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(tmp_path: Path) -> None:
+def test_shutdown_does_not_wait_for_a_client_that_stopped_reading(big_server: WsServer) -> None:
     # Its close handshake can never finish (it reads nothing): after SHUTDOWN_S the listener
     # drops the connection, and the worker exits instead of waiting out the 120 s close timeout.
-    env = {"CHATCORE_MAX_MESSAGE_CHARS": str(BIG), "CHATCORE_MAX_REQUEST_BODY_BYTES": "131072"}
-    server = start_ws(tmp_path, {**env, "CHATCORE_SEND_BURST": "1000"}, "dedicated")
-    try:
-        _, ann = account(server, "ann")
-        bob_id, bob = account(server, "bob")
-        chat = make_chat(server, ann, bob_id)
+    async def stall_then_stop() -> float:
+        stalled = await stalled_behind(big_server, 60)  # megabytes it will never read
+        big_server.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        await asyncio.to_thread(big_server.process.wait, 25)
+        stalled.transport.abort()
+        return time.monotonic() - started
 
-        async def stall_then_stop() -> float:
-            stalled = await stalled_socket(server, bob)
-            await post_big(server, ann, chat, 60)  # megabytes it will never read
-            server.process.send_signal(signal.SIGTERM)
-            started = time.monotonic()
-            await asyncio.to_thread(server.process.wait, 25)
-            stalled.transport.abort()
-            return time.monotonic() - started
-
-        took = asyncio.run(asyncio.wait_for(stall_then_stop(), 28))
-        assert server.process.returncode == 0
-        assert took < SHUTDOWN_S + 5
-    finally:
-        _stop(server.process)
+    took = asyncio.run(asyncio.wait_for(stall_then_stop(), 28))
+    assert big_server.process.returncode == 0
+    assert took < SHUTDOWN_S + 5
 
 
 def test_a_taken_ws_port_stops_the_server_and_names_the_setting(tmp_path: Path) -> None:

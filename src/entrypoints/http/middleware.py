@@ -16,6 +16,9 @@ from entrypoints.logs import reset_request_id, set_request_id
 access_log = logging.getLogger("chatcore.access")
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+HEADER = b"x-request-id"
+# The server's own send, kept in a WebSocket's scope by `keep_server_send`.
+SERVER_SEND = "chatcore.server_send"
 
 
 class _RequestIds:
@@ -36,9 +39,6 @@ class _RequestIds:
 
 
 new_request_id = _RequestIds().new
-HEADER = b"x-request-id"
-# The server's own send, kept in a WebSocket's scope by `keep_server_send`.
-SERVER_SEND = "chatcore.server_send"
 
 
 def request_id_middleware(app: ASGIApp) -> ASGIApp:
