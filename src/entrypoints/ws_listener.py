@@ -302,8 +302,9 @@ class WebSocketListener:
         """Run the app until it accepts or refuses. A request the library would refuse (no
         upgrade, a bad key or version: its own 4xx) never reaches the app, so the app runs for
         exactly the requests the library would accept."""
-        if self._closing or self._written is None:
+        if self._closing:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Server is shutting down.\n")
+        assert self._written is not None  # set by start(), before the library takes a request
         try:
             connection.protocol.process_request(request)  # the library's own checks, no side effect
         except InvalidHandshake:

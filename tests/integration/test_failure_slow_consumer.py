@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,11 +30,16 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 from chatcore.application.realtime import CloseCode
 from tests.integration.test_failure_support import UNTHROTTLED, Account, account, stop
-from tests.integration.test_ws_support import LISTENERS, WsServer, start_ws
+from tests.integration.test_ws_support import (
+    LISTENERS,
+    WsServer,
+    read_events_until_closed,
+    stalled_socket,
+    start_ws,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -154,31 +158,6 @@ async def _send_all(url: str, sender: Account, chat: str, phase: Phase) -> None:
         await asyncio.gather(*(one_sender(s) for s in range(SENDERS)))
 
 
-async def _stalled_socket(server: WsServer, user: Account) -> ClientConnection:
-    """A client that takes little from the network and never reads what it gets."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", int(server.ws_base.rsplit(":", 1)[1])))
-    raw.setblocking(False)
-    url = server.ws_base + "/v1/ws"
-    # No keepalive of its own: its pings would go unanswered while it does not read, and it would
-    # close the connection itself (1011) before reading the server's close frame.
-    return await connect(url, sock=raw, additional_headers=user.headers, max_queue=1, ping_interval=None)
-
-
-async def _until_closed(ws: ClientConnection) -> tuple[int, list[dict[str, Any]]]:
-    frames: list[dict[str, Any]] = []
-    try:
-        async for raw in ws:
-            frame = json.loads(raw)
-            if frame["type"] == "event":
-                frames.append(frame)
-    except ConnectionClosed:
-        pass
-    assert ws.close_code is not None
-    return ws.close_code, frames
-
-
 async def _resume(server: WsServer, user: Account, cursor: str, chat: str, upto: int) -> list[int]:
     """The seq of every message after `cursor`, until seq `upto` arrived."""
     url = server.ws_base + f"/v1/ws?cursor={cursor}"
@@ -228,7 +207,7 @@ def test_a_stalled_consumer_is_cut_off_while_memory_stays_bounded_and_others_kee
         ]
         await _send_all(server.url, ann, chat, phases[0])
 
-        stalled = await _stalled_socket(server, bob)
+        stalled = await stalled_socket(server, bob.token)
         await asyncio.sleep(0.3)  # its session subscribes before the flood
         sampler = Sampler(server.process.pid)
         figures["rss_before_mib"] = round(group_rss_bytes(server.process.pid) / 2**20, 1)
@@ -247,7 +226,8 @@ def test_a_stalled_consumer_is_cut_off_while_memory_stays_bounded_and_others_kee
         for g in got:
             assert g == list(range(1, total + 1)), "a healthy socket missed an event or got it out of order"
 
-        code, before_close = await asyncio.wait_for(_until_closed(stalled), 10)
+        before_close: list[dict[str, Any]] = []
+        code = await asyncio.wait_for(read_events_until_closed(stalled, before_close), 10)
         figures["stalled_close_code"] = code
         figures["stalled_got_before_close"] = sum(1 for f in before_close if _index(f) is not None)
         # The client reads again only now, long after the server's linger: it still gets 4000.

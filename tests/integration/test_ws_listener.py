@@ -28,10 +28,9 @@ from tests.integration.test_ws_server import (
     make_chat,
     post_big,
     refused_status,
-    stalled_socket,
     ws_url,
 )
-from tests.integration.test_ws_support import WsServer, start_ws
+from tests.integration.test_ws_support import WsServer, stalled_socket, start_ws
 
 pytestmark = pytest.mark.slow
 

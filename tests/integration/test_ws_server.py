@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +18,19 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from chatcore.application.realtime import CloseCode
 from tests.integration.test_http_server_process import PASSWORD, _stop
-from tests.integration.test_ws_support import LISTENERS, WsServer, bounded, start_ws
+from tests.integration.test_ws_support import (
+    LISTENERS,
+    WsServer,
+    bounded,
+    read_events_until_closed,
+    stalled_socket,
+    start_ws,
+)
 
 __all__ = ["WsServer", "bounded"]
 
@@ -91,19 +97,6 @@ async def refused_status(url: str, **kwargs: Any) -> int:
     return caught.value.response.status_code
 
 
-async def read_events_until_closed(ws: ClientConnection, into: list[dict[str, Any]]) -> int:
-    """Collect event frames until the server closes; the close code."""
-    try:
-        async for raw in ws:
-            frame = json.loads(raw)
-            if frame["type"] == "event":
-                into.append(frame)
-    except ConnectionClosed:
-        pass
-    assert ws.close_code is not None
-    return ws.close_code
-
-
 def test_handshake_statuses_and_no_compression(server: WsServer) -> None:
     _, token = account(server, "ann")
 
@@ -144,18 +137,6 @@ def index(frame: dict[str, Any]) -> int:
 
 
 BIG = 50_000  # chars per message: a few MB in flight fill granian's buffers with few events
-
-
-async def stalled_socket(server: WsServer, token: str) -> ClientConnection:
-    """A client that takes little from the network (a 4 KiB receive buffer) and stops reading;
-    no keepalive of its own, which would close the connection while it does not read."""
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect(("127.0.0.1", int(server.ws_base.rsplit(":", 1)[1])))
-    raw.setblocking(False)
-    return await connect(
-        ws_url(server), sock=raw, additional_headers=bearer(token), max_queue=1, ping_interval=None
-    )
 
 
 async def post_big(server: WsServer, token: str, chat: str, count: int) -> None:
