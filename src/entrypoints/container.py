@@ -44,6 +44,7 @@ from adapters.memory.rate_limit import MemoryRateLimiter
 from adapters.memory.security import MemoryFailureCounter, MemoryOneTimeTokenStore, MemorySessionStore
 from adapters.security.argon2_hasher import Argon2PasswordHasher
 from adapters.security.jwt_tokens import JwtTokenIssuer
+from adapters.session_cache import CachedSessionStore
 from adapters.system import SystemClock, UlidGenerator
 from chatcore.application.auth import AuthService
 from chatcore.application.common import Deps
@@ -365,6 +366,7 @@ def _runtime(
     broker: Broker | None = None,
 ) -> Runtime:
     """The Runtime over one adapter kit (memory, sqlite, mongo): the same wiring for each."""
+    stores = _with_session_cache(settings, stores, broker)
     relay = RelayLoop(
         core.relay,
         connected=(lambda: broker.live.connected) if broker is not None else _always_connected,
@@ -511,6 +513,18 @@ async def _mongo_runtime(
             MongoOneTimeTokenStore(core.store), MongoSessionStore(core.store), MongoFailureCounter(core.store)
         )
         yield _runtime(settings, core, core.clock, ready, stores, broker)
+
+
+def _with_session_cache(settings: Settings, stores: AuthStores, broker: Broker | None) -> AuthStores:
+    """Live sessions answered from memory, where this process is the only one changing them.
+
+    Without a broker there is one serving process (several workers, or a worker process, need
+    one); with a broker another instance may revoke a session at any time, so every request
+    asks the store. MongoDB is left out as well: instances may share it without a broker."""
+    if broker is not None or settings.database_backend == "mongodb" or not settings.session_cache_entries:
+        return stores
+    sessions = CachedSessionStore(stores.sessions, max_entries=settings.session_cache_entries)
+    return replace(stores, sessions=sessions)
 
 
 def _relay_bus(broker: Broker | None) -> EventBus | None:

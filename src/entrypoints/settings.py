@@ -79,6 +79,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # answers 503 + Retry-After after about this long, within the 5 s SECURITY.md R3 asks for.
     mongo_timeout_s: Annotated[float, msgspec.Meta(ge=0.1, le=60)] = 4.0
     broker_url: str = ""  # "" = in-process event bus
+    # Live sessions kept in memory, so a request's session check costs no statement. Only without
+    # a broker (one process changes the sessions; see adapters/session_cache.py). 0: none kept.
+    session_cache_entries: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 50_000
     # Redis keys and Pub/Sub channels start with this: deployments sharing one Redis differ here.
     broker_prefix: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "chatcore:"
     # The outbox relay: a sweep every relay_interval_s publishes what the publish after each commit

@@ -136,3 +136,20 @@ class TestSessionStore(SessionStoreContract):
 
 class TestFailureCounter(FailureCounterContract):
     pass
+
+
+@pytest.fixture
+async def cached_sessions(request: pytest.FixtureRequest) -> AsyncIterator[SessionsUnderTest]:
+    """The session cache over the SQLite store, as the container wires it without a broker."""
+    from adapters.session_cache import CachedSessionStore
+
+    async with sqlite_security(request) as stores:
+        yield SessionsUnderTest(CachedSessionStore(stores.sessions))
+
+
+class TestCachedSessionStore(SessionStoreContract):
+    """The cache answers as the store does: every contract test reads back through it."""
+
+    @pytest.fixture
+    def sessions(self, cached_sessions: SessionsUnderTest) -> SessionsUnderTest:
+        return cached_sessions

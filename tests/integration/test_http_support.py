@@ -16,6 +16,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from adapters.session_cache import CachedSessionStore
 from chatcore.application.profiles import CreateUserCommand
 from entrypoints.container import Runtime, build_container
 from entrypoints.http import create_app
@@ -94,7 +95,10 @@ class Api:
             for f in dataclasses.fields(store)
             if isinstance(getattr(store, f.name), dict | list | set)
         }
-        sessions = vars(self.runtime.auth.ports.sessions)
+        sessions_store = self.runtime.auth.ports.sessions
+        if isinstance(sessions_store, CachedSessionStore):  # what it remembers is not stored
+            sessions_store = sessions_store.inner
+        sessions = vars(sessions_store)
         state["sessions"] = {
             k: copy.deepcopy(v) for k, v in sessions.items() if isinstance(v, dict | list | set)
         }

@@ -296,6 +296,20 @@ def test_sends_survive_a_redis_outage_and_clients_converge_after_it(
             watcher.close()
 
 
+def test_a_logout_through_a_refuses_the_same_token_on_b_at_once(
+    workdir: Path, spawned: list[subprocess.Popen[bytes]], redis_url: str, redis_prefix: str
+) -> None:
+    # SECURITY.md T7, across instances: B checked the session before the logout, and must not
+    # answer from what it saw then (with a broker no instance keeps sessions in memory).
+    a, b, _ = _two_instances(workdir, spawned, redis_url, redis_prefix)
+    with httpx.Client(base_url=a.url, timeout=10) as on_a, httpx.Client(base_url=b.url, timeout=10) as on_b:
+        headers = register_and_login(on_a, f"u{uuid.uuid4().hex[:8]}@example.com")
+        for _ in range(3):
+            assert on_b.get("/v1/users/me", headers=headers).status_code == 200
+        assert on_a.post("/v1/auth/logout", headers=headers).status_code == 204
+        assert on_b.get("/v1/users/me", headers=headers).status_code == 401
+
+
 def test_two_instances_share_one_login_rate_limit_bucket(
     workdir: Path, spawned: list[subprocess.Popen[bytes]], redis_url: str, redis_prefix: str
 ) -> None:
