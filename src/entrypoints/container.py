@@ -62,6 +62,7 @@ from chatcore.ports.security import FailureCounter, OneTimeTokenStore, SessionSt
 from chatcore.ports.system import Clock, IdGenerator
 from chatcore.ports.unit_of_work import EventLog
 from entrypoints.settings import Settings, SettingsError
+from entrypoints.single_server import sole_server
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -551,6 +552,7 @@ async def _full_runtime(
     # one, a worker's relay would mark records dispatched that the server never fanned out.
     sweep = role == "serve" or (role == "worker" and bool(settings.broker_url))
     async with (
+        _only_server(settings, role),
         _broker(settings, clock, wait_s=BROKER_START_WAIT_S if role != "cli" else 0) as broker,
         _kit_runtime(settings, clock, ids, broker) as runtime,
     ):
@@ -581,6 +583,16 @@ async def _full_runtime(
                 flushed = await relay.flush()
                 if role != "cli":
                     _log.info("runtime stopped: outbox flushed (%d records published at shutdown)", flushed)
+
+
+@asynccontextmanager
+async def _only_server(settings: Settings, role: Role) -> AsyncIterator[None]:
+    """A server without a broker holds its SQLite database's server lock (entrypoints.single_server)."""
+    if role != "serve" or settings.broker_url or settings.database_backend != "sqlite":
+        yield
+        return
+    with sole_server(settings.sqlite_path):
+        yield
 
 
 def _open_runtime(

@@ -405,3 +405,23 @@ def test_several_workers_without_a_broker_are_refused_with_a_clear_message(workd
     )
     assert done.returncode == 2
     assert "CHATCORE_WORKERS" in done.stderr and "CHATCORE_BROKER_URL" in done.stderr
+
+
+def test_a_second_server_on_the_same_data_without_a_broker_is_refused(
+    workdir: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    # Without a broker the first would not see the second's events, nor its logouts.
+    first = _start(workdir, free_port())
+    spawned.append(first.process)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")}
+    second = subprocess.run(
+        [str(CHATCORE), "serve", "--port", str(free_port())],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 2, second.stderr
+    assert "another chatcore server" in second.stderr and "CHATCORE_BROKER_URL" in second.stderr
+    assert httpx.get(first.url + "/healthz", timeout=5).status_code == 200  # the first goes on
