@@ -30,10 +30,14 @@ PASSWORD = "a long enough passphrase 77"
 CHATCORE = Path(sys.executable).parent / "chatcore"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_port(*taken: int) -> int:
+    """A free loopback port, none of `taken` (the OS may hand a just-closed port out again)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            return port
 
 
 @dataclass

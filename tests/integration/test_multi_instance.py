@@ -63,7 +63,8 @@ def base_env(data_dir: Path, broker_url: str, prefix: str, **extra: str) -> dict
 
 def start_serve(name: str, workdir: Path, env: dict[str, str]) -> Instance:
     settings = {k: v for k, v in env.items() if k.startswith("CHATCORE_")}
-    server = _start(workdir, _free_port(), settings)
+    ws_port = settings.get("CHATCORE_WS_PORT")
+    server = _start(workdir, _free_port(*([int(ws_port)] if ws_port else [])), settings)
     return Instance(name, server.url, server.process, server.log)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,3 +269,33 @@ async def test_in_memory_a_read_unit_shares_the_writer_and_sees_commits_only() -
         await line.outcomes()
         assert await reading == ["a"]  # after a's commit, never b's uncommitted change
         assert db.stats.commits == db.stats.units
+
+
+async def test_a_unit_cancelled_while_its_batch_commits_fails_no_other_unit(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each unit waits for the batch's one outcome. A unit whose caller goes away meanwhile
+    # (a disconnect, a timeout) must not cancel that outcome for the units beside it: their
+    # changes commit, and they must hear so, not a CancelledError of someone else's.
+    import adapters.sqlite.database as database
+
+    committing, go_on = asyncio.Event(), threading.Event()
+    real_commit, loop = database._commit, asyncio.get_running_loop()
+
+    def slow_commit(conn: sqlite3.Connection, **kwargs: Any) -> None:
+        loop.call_soon_threadsafe(committing.set)
+        go_on.wait(5)  # the fsync of a busy disk
+        real_commit(conn, **kwargs)
+
+    monkeypatch.setattr(database, "_commit", slow_commit)
+    line, hold = Line(storage), asyncio.Event()
+    for user in ("a", "b", "c"):
+        await line.unit(lambda uow, user=user: _add_user(uow, user), hold=hold if user == "a" else None)
+    hold.set()
+    await asyncio.wait_for(committing.wait(), 5)
+    line.tasks[1].cancel()
+    go_on.set()
+    outcomes = await line.outcomes()
+    assert isinstance(outcomes[1], asyncio.CancelledError)
+    assert [[r.seq for r in o] for o in (outcomes[0], outcomes[2])] == [[1], [3]]
+    assert _rows(storage.path, "SELECT id FROM users ORDER BY id") == [("a",), ("b",), ("c",)]

@@ -33,7 +33,7 @@ def start_ws(workdir: Path, settings: Mapping[str, str], listener: str) -> WsSer
     env, ws_port = dict(settings), _free_port()
     if listener == "dedicated":
         env["CHATCORE_WS_PORT"] = str(ws_port)
-    running = _start(workdir, _free_port(), env)
+    running = _start(workdir, _free_port(ws_port), env)
     base = f"ws://127.0.0.1:{ws_port}" if listener == "dedicated" else running.url.replace("http://", "ws://")
     return WsServer(**vars(running), ws_base=base)
 

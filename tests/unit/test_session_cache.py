@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from adapters.memory.security import MemorySessionStore
 from adapters.session_cache import CachedSessionStore
 from chatcore.ports.security import AuthSession
@@ -133,3 +135,36 @@ async def test_a_rotation_is_read_back_from_the_store() -> None:
     assert await cache.rotate("s1", "hash-s1", "hash-new", now=NOW + timedelta(minutes=1))
     rotated = await cache.get("s1")
     assert rotated is not None and (rotated.refresh_hash, rotated.generation) == ("hash-new", 1)
+
+
+class SlowRevokeStore(CountingStore):
+    """A revocation that takes effect only when `commit` is set (a batch COMMIT on a busy disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commit = asyncio.Event()
+
+    async def revoke(self, session_id: str, *, now: datetime, reason: str) -> bool:
+        await self.commit.wait()
+        return await super().revoke(session_id, now=now, reason=reason)
+
+
+async def test_a_revocation_whose_caller_is_cancelled_still_shows_once_it_ends() -> None:
+    # The caller goes away, the store's change goes on (SQLite commits it anyway): reads in the
+    # meantime see the live row and must not keep it, or the token would live on from memory.
+    inner = SlowRevokeStore()
+    cache = CachedSessionStore(inner)
+    await cache.add(_session("s1"))
+    await cache.get("s1")
+    logout = asyncio.create_task(cache.revoke("s1", now=NOW, reason="logout"))
+    await asyncio.sleep(0)
+    logout.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await logout
+    during = await cache.get("s1")
+    assert during is not None and not during.revoked  # what the store still says
+    inner.commit.set()
+    for _ in range(3):  # the change runs to its end without its caller
+        await asyncio.sleep(0)
+    after = await cache.get("s1")
+    assert after is not None and after.revoked

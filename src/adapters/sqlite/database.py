@@ -299,13 +299,14 @@ class SqliteDatabase:
 
     def release_unit(self) -> asyncio.Future[None]:
         """Keep the turn holder's changes in the batch; the future resolves once the batch's
-        COMMIT is done (or fails)."""
+        COMMIT is done (or fails). It is this unit's own view of the batch's outcome: a unit
+        cancelled while it waits must not cancel the outcome its batch's other units wait for."""
         batch = self._batch
         if batch is None or not self.writer.in_transaction:
             raise StoreUnavailable("the database transaction was lost to an error of the database file")
         self.call(lambda c: c.execute(f"RELEASE {_SAVEPOINT}"), self.writer)
         batch.units += 1
-        return batch.done
+        return asyncio.shield(batch.done)
 
     def run_in_unit[T](self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` inline inside the turn holder's savepoint."""
