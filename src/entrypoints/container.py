@@ -519,9 +519,11 @@ async def _mongo_runtime(
 def _with_session_cache(settings: Settings, stores: AuthStores, broker: Broker | None) -> AuthStores:
     """Live sessions answered from memory, where this process is the only one changing them.
 
-    Without a broker there is one serving process (several workers, or a worker process, need
-    one); with a broker another instance may revoke a session at any time, so every request
-    asks the store. MongoDB is left out as well: instances may share it without a broker."""
+    Without a broker there is one serving process: several workers need a broker, and a second
+    server on the same SQLite database is refused (`_only_server`); workers and operator
+    commands change no session. With a broker another instance may revoke a session at any
+    time, so every request asks the store. MongoDB is left out as well: instances may share it
+    without a broker."""
     if broker is not None or settings.database_backend == "mongodb" or not settings.session_cache_entries:
         return stores
     sessions = CachedSessionStore(stores.sessions, max_entries=settings.session_cache_entries)

@@ -172,8 +172,11 @@ class RedisEventBus:
         supervisor, self._supervisor = self._supervisor, None
         if supervisor is not None:
             supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
+            # Waited for with asyncio.wait: the supervisor's own CancelledError is not raised
+            # here, while a cancellation of close()'s caller still is (suppress would eat both).
+            await asyncio.wait([supervisor])
+            if not supervisor.cancelled():
+                supervisor.result()  # an error it ended with, raised as before
         for sub in list(self._subscriptions):
             sub.offer_end()
         if self._publisher is not None:
