@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import msgspec
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
@@ -39,6 +39,7 @@ from chatcore.domain.errors import InvalidInput
 from chatcore.ports.security import EmailPurpose
 from entrypoints.http.deps import Actor
 from entrypoints.http.guards import PUBLIC, runtime_of
+from entrypoints.http.routing import delete, get, post
 from entrypoints.http.schemas import JSONBody
 from entrypoints.http.schemas import Request as Body
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar import Controller, Request, Response
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -21,6 +21,7 @@ from chatcore.application.views import ChatView, ReadMarkerView
 from chatcore.domain.permissions import Permission
 from entrypoints.http.deps import Actor, Service
 from entrypoints.http.guards import requires, runtime_of
+from entrypoints.http.routing import delete, get, patch, post, put
 from entrypoints.http.schemas import (
     ChatList,
     CreateChatRequest,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Controller, Response, delete, get, patch, post, put
+from litestar import Controller, Response
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
@@ -19,6 +19,7 @@ from chatcore.domain.errors import NotFound
 from chatcore.domain.permissions import Permission
 from entrypoints.http.deps import Actor, Service
 from entrypoints.http.guards import requires
+from entrypoints.http.routing import delete, get, patch, post, put
 from entrypoints.http.schemas import (
     CreateGroupRequest,
     DefineRoleRequest,

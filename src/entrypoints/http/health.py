@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Response, get
+from litestar import Response
 from litestar.datastructures import State
 
 from entrypoints.http.errors import problem_response
+from entrypoints.http.routing import get
 from entrypoints.http.schemas import Health
 from entrypoints.problems import problem
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Response
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
@@ -14,6 +14,7 @@ from chatcore.application.views import MessagePage, MessageView
 from chatcore.domain.permissions import Permission
 from entrypoints.http.deps import Actor, Service
 from entrypoints.http.guards import requires
+from entrypoints.http.routing import delete, get, patch, post
 from entrypoints.http.schemas import EditHistory, EditMessageRequest, JSONBody, SendMessageRequest
 
 MESSAGE = "/{seq:int}"

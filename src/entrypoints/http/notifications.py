@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, post
+from litestar import Request
 from litestar.status_codes import HTTP_200_OK
 
 from chatcore.application.notifications import UnsubscribeCommand, Unsubscribed
 from entrypoints.http.guards import PUBLIC, runtime_of
+from entrypoints.http.routing import post
 from entrypoints.http.schemas import JSONBody
 from entrypoints.http.schemas import Request as Body
 

@@ -63,7 +63,7 @@ from typing import Annotated, Any, cast
 from urllib.parse import urlsplit
 
 import msgspec
-from litestar import WebSocket, get, websocket
+from litestar import WebSocket
 from litestar.connection import ASGIConnection, Request
 from litestar.exceptions import WebSocketDisconnect
 from litestar.params import QueryParameter
@@ -90,6 +90,7 @@ from entrypoints.http.deps import Actor
 from entrypoints.http.guards import PUBLIC, runtime_of
 from entrypoints.http.middleware import SERVER_SEND
 from entrypoints.http.realtime_limits import SendQueue, SocketRegistry, TokenBucket
+from entrypoints.http.routing import get, websocket
 from entrypoints.problems import Problem, log_failure, problem, problem_for
 from entrypoints.settings import Settings
 

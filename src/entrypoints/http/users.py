@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from litestar import Controller, get, patch
+from litestar import Controller
 from litestar.params import FromPath
 
 from chatcore.application.profiles import UpdateProfileCommand
 from chatcore.application.views import ProfileView, PublicProfileView
 from entrypoints.http.deps import Actor, Service
+from entrypoints.http.routing import get, patch
 from entrypoints.http.schemas import JSONBody, UpdateProfileRequest
 
 
