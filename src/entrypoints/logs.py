@@ -117,6 +117,7 @@ class BatchedHandler(logging.Handler):
             self._write()
 
     def flush(self) -> None:
+        assert self.lock is not None  # created by Handler.__init__ (None only in its typing)
         with self.lock:
             self._write()
 
@@ -149,7 +150,7 @@ def configure_logging(level: str = "INFO", flush_s: float = 0.0) -> None:
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # 3.12+, not in typeshed yet
     # Nor where a line was logged from: the logging docs' own way to skip the frame walk.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     sys.stderr.flush()
     fd = sys.stderr.fileno()
     handler = BatchedHandler(fd, 0.0 if os.isatty(fd) else flush_s)

@@ -38,10 +38,10 @@ import asyncio
 import http
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -63,7 +63,10 @@ APPS_AFTER_ABORT_S = 1.0  # then how long for their apps to see the disconnect a
 # the app's own worst case (database timeouts), so a slow store is the app's 503, not a reset.
 HANDSHAKE_S = 20.0
 MAX_CLOSE_REASON_BYTES = 123  # a close frame's payload is at most 125 bytes, 2 of them the code
-_CONNECT: Message = {"type": "websocket.connect"}
+# ASGI messages as the plain dicts they are: this module carries them both ways (and lifespan's),
+# where Litestar's TypedDicts each type one direction.
+Event = dict[str, Any]
+_CONNECT: Event = {"type": "websocket.connect"}
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -129,7 +132,7 @@ class _Socket:
             else:  # a refusal by the library after the app's accept, a timeout, the client gone
                 self._accepted.set_exception(ClientGone("the WebSocket handshake did not complete"))
 
-    async def receive(self) -> Message:
+    async def receive(self) -> Event:
         if not self._connected:
             self._connected = True
             return _CONNECT
@@ -147,7 +150,7 @@ class _Socket:
             return {"type": "websocket.receive", "text": data}
         return {"type": "websocket.receive", "bytes": data}
 
-    def send(self, message: Message) -> Awaitable[Any]:
+    def send(self, message: Event) -> Awaitable[Any]:
         kind = message["type"]
         if kind == "websocket.send":
             text, data = message.get("text"), message.get("bytes")
@@ -316,7 +319,8 @@ class WebSocketListener:
         self._apps.add(app)
         app.add_done_callback(self._apps.discard)
         app.add_done_callback(_retrieved)  # logged by _run_app already
-        await asyncio.wait({socket.answer, app}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {socket.answer, app}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if socket.answer.done():
             return socket.answer.result()
         # The app ended without an answer: refused, as granian does; 500 if it raised.
@@ -330,7 +334,7 @@ class WebSocketListener:
 
     async def _run_app(self, socket: _Socket, scope: Scope) -> None:
         try:
-            await self._app(scope, socket.receive, socket.send)
+            await self._app(scope, cast(Receive, socket.receive), cast(Send, socket.send))
         except ClientGone:
             log.debug("WebSocket client gone during the app's handshake or close")
         except Exception as exc:
@@ -358,13 +362,15 @@ def with_websocket_listener(app: ASGIApp, settings: Settings) -> ASGIApp:
     that start-up failed, naming the setting."""
     listener = WebSocketListener(app, settings)
 
-    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+    async def asgi(
+        scope: Event, receive: Callable[[], Awaitable[Event]], send: Callable[[Event], Awaitable[None]]
+    ) -> None:
         if scope["type"] != "lifespan":
-            await app(scope, receive, send)
+            await app(cast(Scope, scope), cast(Receive, receive), cast(Send, send))
             return
         failure: str | None = None
 
-        async def lifespan_receive() -> Message:
+        async def lifespan_receive() -> Event:
             if failure is not None:  # the port was refused: the app shuts down at once
                 return {"type": "lifespan.shutdown"}
             message = await receive()
@@ -372,7 +378,7 @@ def with_websocket_listener(app: ASGIApp, settings: Settings) -> ASGIApp:
                 await listener.close()  # while the runtime is still open: the sessions end cleanly
             return message
 
-        async def lifespan_send(message: Message) -> None:
+        async def lifespan_send(message: Event) -> None:
             nonlocal failure
             if message["type"] == "lifespan.startup.complete":
                 try:
@@ -384,6 +390,6 @@ def with_websocket_listener(app: ASGIApp, settings: Settings) -> ASGIApp:
                 message = {"type": "lifespan.startup.failed", "message": failure}
             await send(message)
 
-        await app(scope, lifespan_receive, lifespan_send)
+        await app(cast(Scope, scope), cast(Receive, lifespan_receive), cast(Send, lifespan_send))
 
-    return asgi
+    return cast(ASGIApp, asgi)

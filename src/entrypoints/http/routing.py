@@ -55,5 +55,5 @@ patch = _method(HttpMethod.PATCH)
 delete = _method(HttpMethod.DELETE)
 
 
-def websocket(path: Path = None, **kwargs: Any) -> SocketHandler:
+def websocket(path: str | list[str] | None = None, **kwargs: Any) -> SocketHandler:
     return SocketHandler(path, **kwargs)
