@@ -102,18 +102,40 @@ class _Turn:
 
 
 class _Batch:
-    """The writer's open transaction: the units released into it and their common outcome."""
+    """The writer's open transaction: the units released into it and their common outcome.
 
-    __slots__ = ("done", "relaxed", "units")
+    Each unit waits on a future of its own: a unit whose caller is cancelled while it waits
+    cancels its own future only, never the outcome the batch's other units wait for."""
+
+    __slots__ = ("_waiters", "relaxed", "settled", "units")
 
     def __init__(self, *, relaxed: bool) -> None:
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # Marked as seen: a unit cancelled while waiting must not leave an error unretrieved.
-        self.done.add_done_callback(_retrieve)
+        self._waiters: list[asyncio.Future[None]] = []
+        self.settled = False  # the outcome is known (and given to every waiter)
         self.units = 0
         # Begun for a change that needs no fsync (synchronous=NORMAL until its COMMIT): a unit
         # that needs one commits this batch first and begins its own.
         self.relaxed = relaxed
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future for one more unit: done with the batch's outcome."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(_retrieve)  # an error is never left unretrieved
+        self._waiters.append(waiter)
+        return waiter
+
+    def settle(self, error: BaseException | None) -> None:
+        """Give every unit still waiting the outcome: committed (None), or the error."""
+        if self.settled:
+            return
+        self.settled = True
+        for waiter in self._waiters:
+            if waiter.done():  # its caller was cancelled
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
@@ -298,15 +320,14 @@ class SqliteDatabase:
         self.call(lambda c: c.execute(f"SAVEPOINT {_SAVEPOINT}"), conn)
 
     def release_unit(self) -> asyncio.Future[None]:
-        """Keep the turn holder's changes in the batch; the future resolves once the batch's
-        COMMIT is done (or fails). It is this unit's own view of the batch's outcome: a unit
-        cancelled while it waits must not cancel the outcome its batch's other units wait for."""
+        """Keep the turn holder's changes in the batch; the future, this unit's own, resolves
+        once the batch's COMMIT is done (or fails)."""
         batch = self._batch
         if batch is None or not self.writer.in_transaction:
             raise StoreUnavailable("the database transaction was lost to an error of the database file")
         self.call(lambda c: c.execute(f"RELEASE {_SAVEPOINT}"), self.writer)
         batch.units += 1
-        return asyncio.shield(batch.done)
+        return batch.waiter()
 
     def run_in_unit[T](self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` inline inside the turn holder's savepoint."""
@@ -338,9 +359,9 @@ class SqliteDatabase:
         I/O, disk-full or out-of-memory errors): every unit of the batch fails with it."""
         batch, self._batch = self._batch, None
         self._abandon_transaction(batch)
-        if batch is not None and not batch.done.done():
+        if batch is not None:
             failure = error if isinstance(error, StoreUnavailable) else None
-            batch.done.set_exception(
+            batch.settle(
                 failure
                 or StoreUnavailable("the database transaction was rolled back by an error of the file")
             )
@@ -367,14 +388,14 @@ class SqliteDatabase:
                 error: BaseException | None = StoreUnavailable("the commit's outcome is unknown")
             else:
                 error = finished.exception()
-            if batch.done.done():  # already failed with its lost transaction
+            if batch.settled:  # already failed with its lost transaction
                 pass
             elif error is None:
                 self.stats.commits += 1
                 self.stats.units += batch.units
-                batch.done.set_result(None)
+                batch.settle(None)
             else:
-                batch.done.set_exception(_translated(error))
+                batch.settle(_translated(error))
         finally:
             if release_turn and self._turn is not None:
                 self._turn.release()
