@@ -62,7 +62,7 @@ from chatcore.ports.security import FailureCounter, OneTimeTokenStore, SessionSt
 from chatcore.ports.system import Clock, IdGenerator
 from chatcore.ports.unit_of_work import EventLog
 from entrypoints.settings import Settings, SettingsError
-from entrypoints.single_server import sole_server
+from entrypoints.single_server import waiting_sole_server
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -587,13 +587,18 @@ async def _full_runtime(
                     _log.info("runtime stopped: outbox flushed (%d records published at shutdown)", flushed)
 
 
+# A reloading worker waits this long for the one it replaces to let go of the database (granian
+# stops the old worker after starting the new; its shutdown takes SHUTDOWN_S and the flush).
+SERVE_LOCK_WAIT_S = 30.0
+
+
 @asynccontextmanager
 async def _only_server(settings: Settings, role: Role) -> AsyncIterator[None]:
     """A server without a broker holds its SQLite database's server lock (entrypoints.single_server)."""
     if role != "serve" or settings.broker_url or settings.database_backend != "sqlite":
         yield
         return
-    with sole_server(settings.sqlite_path):
+    async with waiting_sole_server(settings.sqlite_path, SERVE_LOCK_WAIT_S):
         yield
 
 

@@ -9,41 +9,82 @@ so. This covers two separate `chatcore serve` on one data directory as well.
 The lock is an exclusive `flock` on a file beside the database, held while the server runs. The
 kernel drops it when the process ends however it ends (kill -9 included), so there is nothing to
 clean up. Operator commands (`create-user`, `init-db`) and `chatcore worker` do not take it.
+
+A reload (SIGHUP to granian) starts the new worker before it stops the old one: the new worker
+waits for the old one to let go (`waiting_sole_server`), while `chatcore serve` itself refuses a
+second server at once (`sole_server`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from entrypoints.settings import SettingsError
+
+POLL_S = 0.1
 
 
 def lock_path(database: Path) -> Path:
     return database.with_name(database.name + ".serve-lock")
 
 
-@contextmanager
-def sole_server(database: Path) -> Iterator[None]:
-    """Hold the database's server lock; SettingsError when another process holds it."""
-    if sys.platform == "win32":  # no flock; Windows is not a supported server platform
-        yield
-        return
+def _taken(database: Path) -> int | None:
+    """The locked file's descriptor (closing it lets go), or None while another process holds it."""
     import fcntl
 
     database.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path(database), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(lock_path(database.resolve()), os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SettingsError(
-                f"CHATCORE_BROKER_URL: another chatcore server is serving {database} without a broker; "
-                "stop it, or give every server the same CHATCORE_BROKER_URL=redis://…"
-            ) from None
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refused(database: Path) -> SettingsError:
+    return SettingsError(
+        f"CHATCORE_BROKER_URL: another chatcore server is serving {database} without a broker; "
+        "stop it, or give every server the same CHATCORE_BROKER_URL=redis://…"
+    )
+
+
+@contextmanager
+def sole_server(database: Path) -> Iterator[None]:
+    """Hold the database's server lock; SettingsError at once when another process holds it."""
+    if sys.platform == "win32":  # no flock; Windows is not a supported server platform
+        yield
+        return
+    fd = _taken(database)
+    if fd is None:
+        raise _refused(database)
+    try:
         yield
     finally:
         os.close(fd)  # the lock goes with the descriptor
+
+
+@asynccontextmanager
+async def waiting_sole_server(database: Path, wait_s: float) -> AsyncIterator[None]:
+    """Hold the database's server lock, waiting up to `wait_s` for another process to let go."""
+    if sys.platform == "win32":
+        yield
+        return
+    deadline = time.monotonic() + wait_s
+    while (fd := _taken(database)) is None:
+        if time.monotonic() >= deadline:
+            raise _refused(database)
+        await asyncio.sleep(POLL_S)
+    try:
+        yield
+    finally:
+        os.close(fd)

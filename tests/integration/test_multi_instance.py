@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import time
@@ -426,3 +427,18 @@ def test_a_second_server_on_the_same_data_without_a_broker_is_refused(
     assert second.returncode == 2, second.stderr
     assert "another chatcore server" in second.stderr and "CHATCORE_BROKER_URL" in second.stderr
     assert httpx.get(first.url + "/healthz", timeout=5).status_code == 200  # the first goes on
+
+
+def test_a_reload_keeps_a_server_without_a_broker_serving(
+    workdir: Path, spawned: list[subprocess.Popen[bytes]]
+) -> None:
+    # SIGHUP: granian starts a new worker, then stops the old one, which still holds the
+    # database's server lock; the new one waits for it instead of failing the server.
+    started = _start(workdir, free_port())
+    server = Instance("reloaded", started.url, started.process, started.log)
+    spawned.append(server.process)
+    os.kill(server.process.pid, signal.SIGHUP)
+    wait_until("the old worker stopped", lambda: "Stopped old worker" in server.output(), 30)
+    wait_until("the new worker serves", lambda: ready_status(server) == 200, 30)
+    assert server.process.poll() is None, server.output()
+    assert "another chatcore server" not in server.output()

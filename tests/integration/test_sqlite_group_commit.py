@@ -299,3 +299,24 @@ async def test_a_unit_cancelled_while_its_batch_commits_fails_no_other_unit(
     assert isinstance(outcomes[1], asyncio.CancelledError)
     assert [[r.seq for r in o] for o in (outcomes[0], outcomes[2])] == [[1], [3]]
     assert _rows(storage.path, "SELECT id FROM users ORDER BY id") == [("a",), ("b",), ("c",)]
+
+
+async def test_a_waiter_cancelled_as_the_turn_ends_leaves_no_batch_open(storage: Storage) -> None:
+    # B waits for the turn and is cancelled (its request timed out) in the loop step in which
+    # A ends its turn: B is still queued but will not take the turn, so A's batch must commit
+    # now, not stay open with A waiting and the file's write lock held.
+    db = storage.db
+    await db.take_turn()
+    await db.begin_unit()
+    db.run_in_unit(lambda c: c.execute("INSERT INTO users (id, email, data) VALUES ('a', 'a@x', '{}')"))
+    waiting = asyncio.create_task(db.take_turn())
+    await asyncio.sleep(0)
+    assert db.waiting == 1
+    waiting.cancel()
+    done = db.release_unit()
+    db.end_turn()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    async with asyncio.timeout(5):
+        await done
+    assert _rows(storage.path, "SELECT id FROM users") == [("a",)]

@@ -65,6 +65,11 @@ class _Turn:
     def waiting(self) -> int:
         return len(self._waiters)
 
+    def has_waiters(self) -> bool:
+        """Someone will take the turn on release: a waiter cancelled in this loop step is
+        still queued until its task runs, but will not (release() skips it)."""
+        return any(not waiter.done() for waiter in self._waiters)
+
     def locked(self) -> bool:
         return self._held
 
@@ -287,11 +292,12 @@ class SqliteDatabase:
         turn, batch = self._turn, self._batch
         if turn is None:  # closed meanwhile: close() failed the waiters
             return
-        if batch is not None and batch.units and (not turn.waiting or batch.units >= self.max_batch):
+        waiters = turn.has_waiters()
+        if batch is not None and batch.units and (not waiters or batch.units >= self.max_batch):
             self._batch = None
             self._start_commit(batch, release_turn=True)
             return
-        if batch is not None and not batch.units and not turn.waiting:
+        if batch is not None and not batch.units and not waiters:
             # Nothing to keep: end the transaction, so other processes on the file may write.
             self._batch = None
             self._abandon_transaction(batch)
