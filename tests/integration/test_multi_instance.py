@@ -395,16 +395,21 @@ def test_several_workers_share_the_dedicated_websocket_port(
     assert server.output().count("WebSocket listener on") == 2  # both workers bound the port
 
 
-def test_several_workers_without_a_broker_are_refused_with_a_clear_message(workdir: Path) -> None:
+def serve_refused(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`chatcore serve ARGS` with none of our CHATCORE_* settings, expected to refuse at once."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")}
-    done = subprocess.run(
-        [str(CHATCORE), "serve", "--port", str(free_port()), "--workers", "2"],
+    return subprocess.run(
+        [str(CHATCORE), "serve", "--port", str(free_port()), *args],
         cwd=workdir,
         env=env,
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_several_workers_without_a_broker_are_refused_with_a_clear_message(workdir: Path) -> None:
+    done = serve_refused(workdir, "--workers", "2")
     assert done.returncode == 2
     assert "CHATCORE_WORKERS" in done.stderr and "CHATCORE_BROKER_URL" in done.stderr
 
@@ -415,15 +420,7 @@ def test_a_second_server_on_the_same_data_without_a_broker_is_refused(
     # Without a broker the first would not see the second's events, nor its logouts.
     first = _start(workdir, free_port())
     spawned.append(first.process)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATCORE_")}
-    second = subprocess.run(
-        [str(CHATCORE), "serve", "--port", str(free_port())],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    second = serve_refused(workdir)
     assert second.returncode == 2, second.stderr
     assert "another chatcore server" in second.stderr and "CHATCORE_BROKER_URL" in second.stderr
     assert httpx.get(first.url + "/healthz", timeout=5).status_code == 200  # the first goes on
