@@ -104,51 +104,87 @@ class Bench:
 
     # -- the steps ----------------------------------------------------------------------------
 
-    def http(self, port: int, pid: int, workers: list[dict[str, Any]]) -> dict[str, Any]:
+    def http(
+        self, port: int, pid: int, workers: list[dict[str, Any]], runs: int | None = None
+    ) -> dict[str, Any]:
         spec = {
             "kind": "http",
             "host": HOST,
             "port": port,
             "pid": pid,
             "workers": workers,
-            "runs": self.p.runs,
+            "runs": self.p.runs if runs is None else runs,
             "duration_s": self.p.duration_s,
             "warmup_s": self.p.warmup_s,
         }
         return self.load(spec)
 
-    def hello(self) -> None:
+    def start_hello(self) -> tuple[subprocess.Popen[bytes], int]:
+        """The hello-world server (the ceilings); it runs until `run` ends, beside chatcore."""
         port = procs.free_port()
         log = self.work / "hello.log"
         argv = [str(procs.BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--workers", "1"]
         argv += ["--host", HOST, "--port", str(port), "--no-access-log", "bench.hello:app"]
         process = procs.start(argv, log=log, cwd=ROOT)
-        try:
-            procs.wait_until(lambda: procs.http_ok(port, "/healthz"), process, timeout_s=30, log=log)
-            if self.want("idle"):  # granian + Litestar holding idle sockets, no chatcore code
-                self.idle(port, process.pid, ref=True, name="idle.granian")
-            if not (self.want("send") or self.want("redis") or self.want("history")):
-                return
-            token = self.seed.sender["token"]  # the same headers as a chatcore send
-            if self.want("history") and 8 not in self.p.concurrency:  # the history ceiling
-                get8 = [{"mode": "get", "path": "/hello"}] * 8
-                self.step("hello.get.c8", lambda: self.http(port, process.pid, get8))
-            for c in self.p.concurrency:
-                self.step(
-                    f"hello.get.c{c}",
-                    lambda c=c: self.http(port, process.pid, [{"mode": "get", "path": "/hello"}] * c),
-                )
-                post = [{"mode": "post", "path": "/hello", "token": token}] * c
-                self.step(f"hello.post.c{c}", lambda post=post: self.http(port, process.pid, post))
-        finally:
-            procs.stop(process)
+        procs.wait_until(lambda: procs.http_ok(port, "/healthz"), process, timeout_s=30, log=log)
+        return process, port
 
-    def sends(self, port: int, pid: int, prefix: str) -> None:
-        s = self.seed
+    def hello(self, process: subprocess.Popen[bytes], port: int) -> None:
+        """The ceilings measured on their own: idle sockets and GETs (hello POST runs beside each
+        send run, see `sends`)."""
+        if self.want("idle"):  # granian + Litestar holding idle sockets, no chatcore code
+            self.idle(port, process.pid, ref=True, name="idle.granian")
+        if not (self.want("send") or self.want("redis") or self.want("history")):
+            return
+        if self.want("history") and 8 not in self.p.concurrency:  # the history ceiling
+            get8 = [{"mode": "get", "path": "/hello"}] * 8
+            self.step("hello.get.c8", lambda: self.http(port, process.pid, get8))
+        for c in self.p.concurrency:
+            self.step(
+                f"hello.get.c{c}",
+                lambda c=c: self.http(port, process.pid, [{"mode": "get", "path": "/hello"}] * c),
+            )
+
+    def sends(self, port: int, pid: int, prefix: str, hello: tuple[subprocess.Popen[bytes], int]) -> None:
+        """Each send run right after a hello POST run at the same concurrency, alternating: the
+        machine's speed drifts over minutes, and a ratio of runs taken far apart would carry it.
+        The embedded default's pairs are `hello.post.cN`; the Redis run's `hello.post.cN.redis`."""
+        s, (hello_process, hello_port) = self.seed, hello
         path = f"/v1/chats/{s.send_chat}/messages"
+        token = s.sender["token"]  # the same headers as a chatcore send
         for c in self.p.concurrency:
             workers = [{"mode": "post", "path": path, "token": s.senders[i]["token"]} for i in range(c)]
-            self.step(f"{prefix}.c{c}", lambda w=workers: self.http(port, pid, w))
+            post = [{"mode": "post", "path": "/hello", "token": token}] * c
+            ceiling = f"hello.post.c{c}" + ("" if prefix == "send.embedded" else "." + prefix.split(".")[-1])
+            self.step_pair(
+                (ceiling, lambda post=post: self.http(hello_port, hello_process.pid, post, runs=1)),
+                (f"{prefix}.c{c}", lambda w=workers: self.http(port, pid, w, runs=1)),
+            )
+
+    def step_pair(self, *steps: tuple[str, Callable[[], dict[str, Any]]]) -> None:
+        """`steps` (one run each) in turn, self.p.runs times; each name gets all of its runs."""
+        if self.left_s() <= 0:
+            for name, _ in steps:
+                self.notes.append(f"{name}: skipped, time budget spent")
+            return
+        names = " + ".join(name for name, _ in steps)
+        t0 = time.monotonic()
+        print(f"[bench] {names} ...", file=sys.stderr, flush=True)
+        got: dict[str, dict[str, Any]] = {name: {"runs": []} for name, _ in steps}
+        for _ in range(self.p.runs):
+            for name, fn in steps:
+                try:
+                    result = fn()
+                except Exception as exc:
+                    result = {"error": repr(exc)}
+                if "error" in result:
+                    got[name] = result
+                elif "error" not in got[name]:
+                    got[name]["runs"] += result["runs"]
+        self.raw.update(got)
+        errors = [r["error"] for r in got.values() if "error" in r]
+        status = errors[0] if errors else "ok"
+        print(f"[bench] {names}: {status} ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
 
     def history(self, port: int, pid: int) -> None:
         s = self.seed
@@ -236,15 +272,22 @@ class Bench:
             chatcore_env(str(data)), n_senders=32, n_subs=1000, n_small=100, history=100_000
         )
         self.raw["seed_s"] = round(time.monotonic() - t0, 1)
+        hello = self.start_hello()
+        try:
+            self.chatcore_steps(data, hello)
+        finally:
+            procs.stop(hello[0])
+
+    def chatcore_steps(self, data: Path, hello: tuple[subprocess.Popen[bytes], int]) -> None:
         if self.want("send") or self.want("redis") or self.want("history") or self.want("idle"):
-            self.hello()
+            self.hello(*hello)
         # WebSockets on granian's port, and on the dedicated listener (CHATCORE_WS_PORT).
         ws_port = procs.free_port()
         process, port = self.chatcore("chatcore", data, CHATCORE_WS_PORT=str(ws_port))
         try:
             self.raw["rss_idle_server"] = procs.memory(process.pid)
             if self.want("send"):
-                self.sends(port, process.pid, "send.embedded")
+                self.sends(port, process.pid, "send.embedded", hello)
             if self.want("history"):
                 self.history(port, process.pid)
             if self.want("longpoll"):
@@ -277,9 +320,9 @@ class Bench:
             finally:
                 procs.stop(ref)
         if self.want("redis"):
-            self.redis(data)
+            self.redis(data, hello)
 
-    def redis(self, data: Path) -> None:
+    def redis(self, data: Path, hello: tuple[subprocess.Popen[bytes], int]) -> None:
         server = shutil.which("redis-server")
         if server is None:
             self.notes.append("redis: skipped, no redis-server on PATH")
@@ -293,7 +336,7 @@ class Bench:
             broker = f"redis://{HOST}:{port}/0"
             process, http_port = self.chatcore("chatcore-redis", data, CHATCORE_BROKER_URL=broker)
             try:
-                self.sends(http_port, process.pid, "send.redis")
+                self.sends(http_port, process.pid, "send.redis", hello)
             finally:
                 procs.stop(process)
         finally:
@@ -323,7 +366,8 @@ class Bench:
                     out.append(row(f"hello {method.upper()} c={c}", "rps", "req/s", runs))
         for backend in ("embedded", "redis"):
             for c in self.p.concurrency:
-                ceiling = self.runs(f"hello.post.c{c}")
+                # Each backend's own hello POST runs, taken beside its sends (see `sends`).
+                ceiling = self.runs(f"hello.post.c{c}" + ("" if backend == "embedded" else f".{backend}"))
                 runs = self.runs(f"send.{backend}.c{c}")
                 if not runs:
                     continue
