@@ -44,7 +44,10 @@ def row(
     target: str | None = None,
     check: Any = None,
     note: str | None = None,
+    paired: bool = False,
 ) -> Row:
+    """`paired`: run i of `runs` was taken right after run i of `ceiling_runs`, and the ratio is
+    the median of the runs' own ratios (a drift of the machine between pairs cancels out)."""
     med, lo, hi = spread([r.get(metric) for r in runs])
     r = Row(scenario=scenario, metric=metric, unit=unit, median=med, min=lo, max=hi, target=target, note=note)
     if errors := sum(x.get("errors", 0) + x.get("send_errors", 0) for x in runs):
@@ -54,7 +57,12 @@ def row(
     if ceiling_runs:
         r.ceiling = spread([c.get(ceiling_metric or metric) for c in ceiling_runs])[0]
         r.ceiling_name = ceiling_name
-        if r.ceiling and med is not None:
+        of = ceiling_metric or metric
+        pairs = [(x.get(metric), c.get(of)) for x, c in zip(runs, ceiling_runs, strict=False)]
+        ratios = [a / b for a, b in pairs if a is not None and b]
+        if paired and len(ratios) == len(runs) == len(ceiling_runs):
+            r.ratio = round(statistics.median(ratios), 3)
+        elif r.ceiling and med is not None:
             r.ratio = round(med / r.ceiling, 3)
     if check is not None and med is not None:
         r.met = bool(check(r))

@@ -387,6 +387,7 @@ class Bench:
                         ceiling_name="hello POST",
                         target=target,
                         check=check,
+                        paired=True,
                     )
                 )
                 out.append(row(f"send {backend} c={c}", "p50_ms", "ms", runs))
