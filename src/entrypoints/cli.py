@@ -40,10 +40,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     build_container(settings).runtime()  # refuses unsupported adapters now, not in the worker
     if not settings.broker_url and settings.database_backend == "sqlite":
-        from entrypoints.single_server import sole_server
+        from entrypoints.single_server import refuse_if_served
 
-        with sole_server(settings.sqlite_path):  # a server already running: refused here, clearly
-            pass  # the worker takes the lock for as long as it serves
+        refuse_if_served(settings.sqlite_path)  # a server already running: refused here, clearly
     # Workers rebuild the settings from the environment: hand them what the flags chose.
     os.environ.update({"CHATCORE_HOST": host, "CHATCORE_PORT": str(port), "CHATCORE_WORKERS": str(workers)})
     if settings.database_backend == "sqlite":

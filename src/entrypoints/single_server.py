@@ -12,7 +12,7 @@ clean up. Operator commands (`create-user`, `init-db`) and `chatcore worker` do 
 
 A reload (SIGHUP to granian) starts the new worker before it stops the old one: the new worker
 waits for the old one to let go (`waiting_sole_server`), while `chatcore serve` itself refuses a
-second server at once (`sole_server`).
+second server at once (`refuse_if_served`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from entrypoints.settings import SettingsError
@@ -58,19 +58,15 @@ def _refused(database: Path) -> SettingsError:
     )
 
 
-@contextmanager
-def sole_server(database: Path) -> Iterator[None]:
-    """Hold the database's server lock; SettingsError at once when another process holds it."""
+def refuse_if_served(database: Path) -> None:
+    """SettingsError at once when another process serves the database (`chatcore serve`'s check
+    before its workers start; the worker then holds the lock with `waiting_sole_server`)."""
     if sys.platform == "win32":  # no flock; Windows is not a supported server platform
-        yield
         return
     fd = _taken(database)
     if fd is None:
         raise _refused(database)
-    try:
-        yield
-    finally:
-        os.close(fd)  # the lock goes with the descriptor
+    os.close(fd)
 
 
 @asynccontextmanager
